@@ -47,6 +47,10 @@ def _format(path: Path, err: ValidationError, raw: dict[str, Any]) -> str:
         loc = tuple(e["loc"])
         msg = str(e["msg"]).removeprefix("Value error, ")
         value = e.get("input", _value_at(raw, loc))
+        if isinstance(value, dict):
+            # A cross-field rule: its message already names the values that disagree.
+            lines.append(f"  {_field(loc)}: {msg}")
+            continue
         shown = repr(value)
         if len(shown) > 120:
             shown = shown[:117] + "..."
