@@ -26,7 +26,8 @@ from config.catalog import (
 LOG_RETENTION_DAYS = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
 )  # fmt: skip
-KubernetesVersion = Literal["1.33", "1.34", "1.35"]
+# Versions with pinned add-ons, kubectl layer and node AMI (see stacks/cluster_stack.py).
+KubernetesVersion = Literal["1.35"]
 KUBERNETES_VERSIONS = get_args(KubernetesVersion)
 INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "sts", "logs", "ssm", "ssmmessages", "ec2messages", "secretsmanager",
                        "sqs", "elasticloadbalancing", "eks", "eks-auth", "kms")  # fmt: skip

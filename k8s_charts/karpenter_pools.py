@@ -34,6 +34,14 @@ import constructs
 
 from config.catalog import INSTANCE_TYPES
 from config.model import Mig, NodePoolConfig, TimeSlicing
+from config.pools import (
+    DEVICE_PLUGIN_CONFIG_LABEL,
+    POOL_LABEL,
+    WORKLOAD_TYPE_LABEL,
+    device_plugin_config_name,
+    gpus_per_node,
+    node_labels,
+)
 
 # The EKS-optimized AL2023 release Karpenter launches. A dated release, never "al2023@latest", so that a
 # new AMI reaches the fleet only through a reviewed change (Karpenter drifts every node when it changes).
@@ -44,10 +52,6 @@ AMI_ALIAS: Final = "al2023@v20260810"
 # The Kubernetes versions AMI_ALIAS is published for, among those the stage config allows.
 AMI_ALIAS_KUBERNETES_VERSIONS: Final = ("1.33", "1.34", "1.35")
 
-POOL_LABEL: Final = "ml-platform/pool"
-WORKLOAD_TYPE_LABEL: Final = "workload-type"
-# The GPU Operator's device plugin reads this node label to pick its config (here: the time-slicing entry).
-DEVICE_PLUGIN_CONFIG_LABEL: Final = "nvidia.com/device-plugin.config"
 DISCOVERY_TAG_KEY: Final = "karpenter.sh/discovery"
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 
@@ -66,20 +70,6 @@ _KUBERNETES_VERSION_PATTERN = re.compile(r"^1\.\d{2}$")
 def is_gpu_pool(pool: NodePoolConfig) -> bool:
     """Return whether any of the pool's instance types has a GPU."""
     return bool(pool.gpu_instance_types)
-
-
-def gpus_per_node(pool: NodePoolConfig) -> int:
-    """Return the most physical GPUs one node of the pool can have (0 for a CPU pool)."""
-    return max(INSTANCE_TYPES[t].gpu_count for t in pool.instance_types)
-
-
-def device_plugin_config_name(pool: NodePoolConfig) -> str:
-    """Return the name of the pool's entry in the GPU Operator's device-plugin config.
-
-    The entry is named after the pool, and the pool's nodes carry it in the
-    ``nvidia.com/device-plugin.config`` label; this function is the one place that ties the two.
-    """
-    return pool.name
 
 
 def pool_limits(pool: NodePoolConfig) -> dict[str, str]:
@@ -275,9 +265,9 @@ def _node_class_spec(
 
 
 def _node_pool_spec(pool: NodePoolConfig) -> dict[str, Any]:
-    labels = {POOL_LABEL: pool.name}
-    if isinstance(pool.gpu_sharing, TimeSlicing):
-        labels[DEVICE_PLUGIN_CONFIG_LABEL] = device_plugin_config_name(pool)
+    # The same labels as a nodegroup's nodes, except workload-type: here a requirement sets it to the
+    # value the pending pod asked for (a static label would fight the requirement).
+    labels = {k: v for k, v in node_labels(pool).items() if k != WORKLOAD_TYPE_LABEL}
     template_spec: dict[str, Any] = {
         "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": pool.name},
         "requirements": [

@@ -128,7 +128,7 @@ BAD_INPUTS: list[tuple[str, Mutation, str]] = [
     (
         "unknown kubernetes version",
         lambda d: d["cluster"].update(kubernetes_version="1.27"),
-        r"cluster.kubernetes_version: Input should be '1.33', '1.34' or '1.35'.*got '1.27'",
+        r"cluster.kubernetes_version: Input should be '1.35'.*got '1.27'",
     ),
     (
         "public API endpoint open to the internet",

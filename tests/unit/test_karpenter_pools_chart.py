@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from config.loader import load_stage
+from tests.support.k8s_reference import validate_custom_resource
 from config.model import NodePoolConfig, Taint
 from k8s_charts.karpenter_pools import (
     AMI_ALIAS,
@@ -108,6 +109,10 @@ def test_a100_timeslice_node_pool(manifests: list[dict[str, Any]]) -> None:
     assert template["metadata"]["labels"] == {
         "ml-platform/pool": "a100-timeslice",
         "nvidia.com/device-plugin.config": "a100-timeslice",
+        "workload-type.ml-platform.io/research": "true",
+        "workload-type.ml-platform.io/training": "true",
+        "workload-type.ml-platform.io/development": "true",
+        "workload-type.ml-platform.io/batch-inference": "true",
     }
     assert "workload-type" not in template["metadata"]["labels"]
     assert np["spec"]["limits"]["nvidia.com/gpu"] == "32"
@@ -149,7 +154,10 @@ def test_cpu_inference_node_pool(manifests: list[dict[str, Any]]) -> None:
     assert requirement(np, "workload-type")["values"] == ["cpu-inference"]
     assert np["spec"]["disruption"]["consolidationPolicy"] == "WhenEmptyOrUnderutilized"
     assert "taints" not in np["spec"]["template"]["spec"]
-    assert np["spec"]["template"]["metadata"]["labels"] == {"ml-platform/pool": "cpu-inference"}
+    assert np["spec"]["template"]["metadata"]["labels"] == {
+        "ml-platform/pool": "cpu-inference",
+        "workload-type.ml-platform.io/cpu-inference": "true",
+    }
     # cpu from the 16-vCPU types, memory from r5.4xlarge (128 GiB); no GPU limit on a CPU pool.
     assert np["spec"]["limits"] == {"cpu": "320", "memory": "2560Gi"}
 
@@ -298,14 +306,8 @@ def _schema(api_version: str, kind: str) -> dict[str, Any]:
 
 
 def _validate(obj: dict[str, Any]) -> None:
-    try:
-        from tests.support.k8s_reference import validate_custom_resource  # type: ignore[import-not-found]
-    except ImportError:
-        validator = jsonschema.Draft202012Validator(_schema(obj["apiVersion"], obj["kind"]))
-        errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
-        assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
-    else:
-        validate_custom_resource(obj)
+    errors = validate_custom_resource(obj)
+    assert not errors, "\n".join(errors)
 
 
 def _all_manifests(prod: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
