@@ -1,0 +1,71 @@
+"""Manifest checks: every object the app applies is valid, every Helm release is pinned and its values exist."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from config.model import StageConfig
+from tests.support.assembly import CloudAssembly
+from tests.support.deployed import deployed_objects, helm_releases
+from tests.support.k8s_reference import (
+    pinned_chart_versions,
+    require_reference_dir,
+    validate_helm_values,
+    validate_object,
+)
+
+# Chart name in a release -> its directory under k8s-reference/charts when the names differ.
+CHART_DIRS: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _reference() -> None:
+    require_reference_dir()
+
+
+def test_app_deploys_kubernetes_objects_and_releases(assembly: CloudAssembly) -> None:
+    # Guards the checks below against passing vacuously when the extraction finds nothing.
+    kinds = {d.obj["kind"] for d in deployed_objects(assembly)}
+    assert {"StorageClass", "NodePool", "EC2NodeClass"} <= kinds
+    assert {r.chart for r in helm_releases(assembly)} >= {"karpenter"}
+
+
+def test_every_object_is_valid_for_its_cluster_version(
+    assembly: CloudAssembly, stage_configs: dict[str, StageConfig]
+) -> None:
+    versions = {name.capitalize(): c.cluster.kubernetes_version for name, c in stage_configs.items()}
+    errors: list[str] = []
+    for deployed in deployed_objects(assembly):
+        errors += [f"{deployed.label}: {e}" for e in validate_object(deployed.obj, versions[deployed.stage])]
+    assert errors == [], "\n".join(errors)
+
+
+def test_every_helm_release_is_pinned_to_the_reference_version(assembly: CloudAssembly) -> None:
+    pins = pinned_chart_versions()
+    problems = []
+    for release in helm_releases(assembly):
+        chart_dir = CHART_DIRS.get(release.chart, release.chart)
+        if pins.get(chart_dir) != release.version:
+            problems.append(
+                f"{release.stage}/{release.logical_id}: {release.chart} {release.version}, reference pins "
+                f"{pins.get(chart_dir)}"
+            )
+    assert problems == []
+
+
+def test_every_helm_values_key_exists_in_the_pinned_chart(assembly: CloudAssembly) -> None:
+    errors: list[str] = []
+    for release in helm_releases(assembly):
+        chart_dir = CHART_DIRS.get(release.chart, release.chart)
+        errors += [f"{release.stage}/{release.logical_id}: {e}" for e in validate_helm_values(chart_dir, release.version, release.values)]
+    assert errors == [], "\n".join(errors)
+
+
+def test_every_helm_release_waits_within_the_custom_resource_limit(assembly: CloudAssembly) -> None:
+    for release in helm_releases(assembly):
+        assert release.wait, f"{release.logical_id} does not wait for its resources"
+        minutes = int(re.fullmatch(r"(\d+)s", release.timeout).group(1)) / 60  # type: ignore[union-attr]
+        # CloudFormation allows a custom resource 15 minutes; the handler needs some of them.
+        assert minutes <= 12, f"{release.logical_id}: timeout {release.timeout} leaves no margin under 15 min"
