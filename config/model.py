@@ -412,6 +412,46 @@ class ClusterConfig(_Frozen):
                 )
 
 
+class NamespaceQuota(_Frozen):
+    """A namespace's share of the cluster: GPUs (whole, time-sliced or MIG), CPU and memory requests."""
+
+    gpus: Annotated[int, Field(ge=0)] = 0
+    cpu: Annotated[int, Field(ge=1)]
+    memory_gib: Annotated[int, Field(ge=1)]
+
+
+class TenancyConfig(_Frozen):
+    """Scheduling priorities and per-namespace quotas of the shared GPU platform."""
+
+    priority_classes: dict[str, int] = Field(
+        default_factory=lambda: {
+            "production-inference": 1000,
+            "critical-agents": 900,
+            "training": 500,
+            "research": 100,
+            "development": 50,
+        }
+    )
+    quotas: dict[str, NamespaceQuota] = Field(
+        default_factory=lambda: {
+            "training": NamespaceQuota(gpus=20, cpu=160, memory_gib=640),
+            "inference": NamespaceQuota(gpus=10, cpu=80, memory_gib=800),
+            "agentic": NamespaceQuota(gpus=8, cpu=64, memory_gib=320),
+            "mlops": NamespaceQuota(gpus=0, cpu=32, memory_gib=64),
+        }
+    )
+
+    @field_validator("priority_classes")
+    @classmethod
+    def _priorities(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, priority in value.items():
+            if not POOL_NAME_PATTERN.match(name):
+                raise ValueError(f"priority class {name!r} must be lowercase alphanumerics and '-'")
+            if not 0 <= priority <= 1_000_000_000:
+                raise ValueError(f"priority class {name}: {priority} is outside 0..1000000000 (higher is reserved)")
+        return value
+
+
 class StageConfig(_Frozen):
     """Everything about one stage (dev, staging, prod, or any stage a YAML file adds)."""
 
@@ -428,6 +468,7 @@ class StageConfig(_Frozen):
     network: NetworkConfig
     data: DataConfig = DataConfig()
     cluster: ClusterConfig = ClusterConfig()
+    tenancy: TenancyConfig = TenancyConfig()
     components: Components = Components()
 
     @field_validator("stage")
