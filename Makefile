@@ -19,7 +19,7 @@ export K8S_REFERENCE ?= $(abspath $(CURDIR)/../shared/k8s-reference)
 CDK := node_modules/.bin/cdk
 STAGE_CONTEXT := $(if $(STAGE),-c stages=$(STAGE),)
 
-.PHONY: help install synth test lint bench clean manifests
+.PHONY: help install synth test lint bench clean manifests snapshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,12 @@ synth: install ## synthesize every stage (or STAGE=dev) into cdk.out and print a
 
 test: install ## run every check: unit, policy gates (cfn-lint, cdk-nag, schemas), snapshots
 	$(VENV)/bin/python -m pytest -n 2 -q
+
+manifests: synth ## write each stage's Kubernetes manifests as plain YAML into dist/<stage>/
+	$(VENV)/bin/python -m scripts.manifests cdk.out dist
+
+snapshots: install ## rewrite the template snapshots after a reviewed change
+	UPDATE_SNAPSHOTS=1 $(VENV)/bin/python -m pytest -q tests/snapshot
 
 lint: install ## ruff and mypy (strict)
 	$(VENV)/bin/ruff check .

@@ -470,6 +470,12 @@ class StageConfig(_Frozen):
     cluster: ClusterConfig = ClusterConfig()
     tenancy: TenancyConfig = TenancyConfig()
     components: Components = Components()
+    # anchor: edge config
+    # anchor: inference config
+    # anchor: workloads config
+    # anchor: observability config
+    # anchor: backup config
+    # anchor: delivery config
 
     @field_validator("stage")
     @classmethod

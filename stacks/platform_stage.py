@@ -142,5 +142,12 @@ class PlatformStage(cdk.Stage):
                 karpenter=config.components.karpenter,
                 **common,
             )
+        # anchor: platform services stack
+        # anchor: edge stack
+        # anchor: inference stack
+        # anchor: workloads stack
+        # anchor: observability stack
+        # anchor: backup stack
+        # anchor: workstation stack
         for key, value in config.tags.items():
             cdk.Tags.of(self).add(key, value)
