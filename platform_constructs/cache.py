@@ -85,15 +85,19 @@ class Cache(Construct):
             description=f"{engine}: {CACHE_PORT} from the cluster nodes only",
             allow_all_outbound=False,
         )
-        self.security_group.add_ingress_rule(client_security_group, ec2.Port.tcp(CACHE_PORT), "Cache from the nodes")
+        self.security_group.add_ingress_rule(
+            client_security_group, ec2.Port.tcp(CACHE_PORT), "Cache from the nodes"
+        )
         subnet_group = elasticache.CfnSubnetGroup(
             self,
             "SubnetGroup",
             description="Isolated data subnets of the cache nodes",
             subnet_ids=_select(vpc, subnets).subnet_ids,
         )
-        # A retained cache still uses its subnet group: keep the group with it.
+        # A retained cache still uses its subnet group and security group: keep them with it, or deleting
+        # the stack fails on them.
         subnet_group.apply_removal_policy(removal_policy)
+        self.security_group.apply_removal_policy(removal_policy)
 
         # ElastiCache rejects /, " and @ in AUTH tokens; the rest of printable ASCII is fine.
         self.auth_secret = secretsmanager.Secret(

@@ -9,6 +9,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from platform_constructs.retention import retention_days
@@ -77,12 +78,16 @@ class Database(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         if engine_version not in ENGINE_VERSIONS:
-            raise ValueError(f"postgres engine version {engine_version!r} is not one of {', '.join(ENGINE_VERSIONS)}")
+            raise ValueError(
+                f"postgres engine version {engine_version!r} is not one of {', '.join(ENGINE_VERSIONS)}"
+            )
         if not instance_class.startswith("db."):
             raise ValueError(f"{instance_class!r} is not an RDS instance class such as db.r7g.large")
         engine = rds.DatabaseInstanceEngine.postgres(version=ENGINE_VERSIONS[engine_version])
         helper_removal = (
-            cdk.RemovalPolicy.DESTROY if removal_policy == cdk.RemovalPolicy.DESTROY else cdk.RemovalPolicy.RETAIN
+            cdk.RemovalPolicy.DESTROY
+            if removal_policy == cdk.RemovalPolicy.DESTROY
+            else cdk.RemovalPolicy.RETAIN
         )
 
         self.security_group = ec2.SecurityGroup(
@@ -147,16 +152,41 @@ class Database(Construct):
             cloudwatch_logs_exports=list(LOG_EXPORTS),
             removal_policy=removal_policy,
         )
+        cfn_instance = self.instance.node.default_child
+        if not isinstance(cfn_instance, rds.CfnDBInstance):
+            raise TypeError(f"{self.instance.node.path} has no CfnDBInstance")
         for log_group in log_groups:
-            self.instance.node.add_dependency(log_group)
+            cfn_instance.node.add_dependency(log_group)
+        # A major version alone ("17") lets auto minor upgrades move the instance without the template
+        # fighting them; cfn-lint only knows full versions and calls the major-only form deprecated.
+        cfn_instance.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3691"]}})
         secret = self.instance.secret
         if secret is None:
             raise RuntimeError("rds.Credentials.from_generated_secret always creates a secret")
         self.secret = secret
-        # The rotation function runs in the node subnets (NAT and the Secrets Manager endpoint) and logs
-        # in to the database to change the password, so the instance admits it too.
+        # The final snapshot is useless without its admin password: keep the secret whenever the data is kept.
+        # (``instance.secret`` is the target attachment; the generated secret itself is the "Secret" child.)
+        generated = self.instance.node.try_find_child("Secret")
+        if not isinstance(generated, secretsmanager.Secret):
+            raise TypeError(f"{self.instance.node.path} has no generated Secret child")
+        generated.apply_removal_policy(helper_removal)
+        # The rotation function runs in the node subnets and needs two things: HTTPS to Secrets Manager
+        # (NAT or the interface endpoint) and a login to the database, which add_rotation_single_user
+        # opens on both groups.
+        self.rotation_security_group = ec2.SecurityGroup(
+            self,
+            "RotationSecurityGroup",
+            vpc=vpc,
+            description="Secret rotation function: HTTPS to Secrets Manager, PostgreSQL to the database",
+            allow_all_outbound=False,
+        )
+        self.rotation_security_group.add_egress_rule(
+            ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "Secrets Manager API (NAT or interface endpoint)"
+        )
         self.rotation = self.instance.add_rotation_single_user(
-            automatically_after=cdk.Duration.days(30), vpc_subnets=rotation_subnets
+            automatically_after=cdk.Duration.days(30),
+            vpc_subnets=rotation_subnets,
+            security_group=self.rotation_security_group,
         )
 
         monitoring_role = self.instance.node.try_find_child("MonitoringRole")

@@ -12,7 +12,11 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 # Construct ID -> directory each access point roots its clients in.
-ACCESS_POINT_PATHS: Mapping[str, str] = {"Datasets": "/datasets", "Models": "/models", "Checkpoints": "/checkpoints"}
+ACCESS_POINT_PATHS: Mapping[str, str] = {
+    "Datasets": "/datasets",
+    "Models": "/models",
+    "Checkpoints": "/checkpoints",
+}
 # The non-root user of the platform's images (uid/gid 1000); EFS creates each root directory for it.
 POSIX_UID = "1000"
 POSIX_GID = "1000"
@@ -29,6 +33,7 @@ class SharedFileSystem(Construct):
     Args:
         vpc: the stage's VPC.
         subnets: where the mount targets go (the node subnets: one mount target per zone).
+        file_system_name: the file system's Name tag.
         client_security_group: the only source admitted on NFS (2049).
         encryption_key: the key encrypting the file system at rest.
         automatic_backups: AWS Backup's daily EFS backup plan.
@@ -42,6 +47,7 @@ class SharedFileSystem(Construct):
         *,
         vpc: ec2.IVpc,
         subnets: ec2.SubnetSelection,
+        file_system_name: str,
         client_security_group: ec2.ISecurityGroup,
         encryption_key: kms.IKey,
         automatic_backups: bool,
@@ -55,12 +61,15 @@ class SharedFileSystem(Construct):
             description="EFS mount targets: NFS from the cluster nodes only",
             allow_all_outbound=False,
         )
-        self.security_group.add_ingress_rule(client_security_group, ec2.Port.tcp(NFS_PORT), "NFS from the nodes")
+        self.security_group.add_ingress_rule(
+            client_security_group, ec2.Port.tcp(NFS_PORT), "NFS from the nodes"
+        )
         self.file_system = efs.FileSystem(
             self,
             "Resource",
             vpc=vpc,
             vpc_subnets=subnets,
+            file_system_name=file_system_name,
             security_group=self.security_group,
             encrypted=True,
             kms_key=encryption_key,
@@ -90,7 +99,9 @@ class SharedFileSystem(Construct):
                 file_system=self.file_system,
                 path=path,
                 posix_user=efs.PosixUser(uid=POSIX_UID, gid=POSIX_GID),
-                create_acl=efs.Acl(owner_uid=POSIX_UID, owner_gid=POSIX_GID, permissions=ROOT_DIRECTORY_PERMISSIONS),
+                create_acl=efs.Acl(
+                    owner_uid=POSIX_UID, owner_gid=POSIX_GID, permissions=ROOT_DIRECTORY_PERMISSIONS
+                ),
             )
             for construct_id_, path in ACCESS_POINT_PATHS.items()
         }

@@ -1,4 +1,4 @@
-"""DataStack: all state of a stage (buckets, EFS, PostgreSQL, cache) under one data key; termination-protected."""
+"""DataStack: all state of a stage (buckets, EFS, PostgreSQL, cache) under one data key; stateful."""
 
 from __future__ import annotations
 
@@ -31,10 +31,11 @@ __all__ = ["DATASETS_PREFIXES", "MODELS_PREFIXES", "DataStack"]
 class DataStack(PlatformStack):
     """Define the stage's stateful tier; the cluster and workloads use its public attributes.
 
-    One customer-managed ``DataKey`` encrypts every store here (buckets, EFS, RDS storage and
-    Performance Insights, both secrets, the cache). Everything in this stack is read by the same
-    workloads, so separate keys would only multiply grants; the key's own policy, CloudTrail and
-    ``kms:ViaService`` conditions on grants still tell the services apart.
+    One customer-managed ``DataKey`` (rotating yearly) encrypts every store here: buckets, EFS, RDS
+    storage and Performance Insights, both secrets and the cache. The same workloads read all of them
+    (a training pod reads data sets from S3 and EFS and records runs in MLflow's PostgreSQL), so
+    separate keys would multiply grants without separating any reader; a grant that must be narrower
+    uses ``kms:ViaService``, and CloudTrail records every use with the calling service.
 
     Public attributes: ``data_key``; ``access_logs_bucket``, ``datasets_bucket``, ``models_bucket``
     (and ``datasets_prefixes``, ``models_prefixes``); ``file_system``, ``file_system_security_group``,
@@ -156,8 +157,12 @@ class DataStack(PlatformStack):
                 self,
                 "Replication",
                 pairs=[
-                    ReplicationPair(source=self.datasets_bucket, destination_bucket_name=replica.datasets_bucket_name),
-                    ReplicationPair(source=self.models_bucket, destination_bucket_name=replica.models_bucket_name),
+                    ReplicationPair(
+                        source=self.datasets_bucket, destination_bucket_name=replica.datasets_bucket_name
+                    ),
+                    ReplicationPair(
+                        source=self.models_bucket, destination_bucket_name=replica.models_bucket_name
+                    ),
                 ],
                 source_key=self.data_key,
                 destination_region=replica.region,
@@ -173,6 +178,7 @@ class DataStack(PlatformStack):
             "FileSystem",
             vpc=vpc,
             subnets=node_subnets,
+            file_system_name=f"{name_prefix}-shared",
             client_security_group=node_security_group,
             encryption_key=self.data_key,
             automatic_backups=file_system_backup,
@@ -205,7 +211,9 @@ class DataStack(PlatformStack):
             deletion_protection=deletion_protection,
             # A deleted database leaves a final snapshot unless the stage is disposable.
             removal_policy=(
-                cdk.RemovalPolicy.DESTROY if removal_policy == cdk.RemovalPolicy.DESTROY else cdk.RemovalPolicy.SNAPSHOT
+                cdk.RemovalPolicy.DESTROY
+                if removal_policy == cdk.RemovalPolicy.DESTROY
+                else cdk.RemovalPolicy.SNAPSHOT
             ),
         )
         self.database = database.instance

@@ -138,7 +138,7 @@ class PlatformStage(cdk.Stage):
                 readonly_role_arns=cluster.readonly_role_arns,
                 node_pools=cluster.node_pools,
                 log_retention_days=config.log_retention_days,
-                file_system_id=None,
+                file_system_id=self.data.file_system.file_system_id,
                 karpenter=config.components.karpenter,
                 **common,
             )
