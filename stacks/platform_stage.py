@@ -8,10 +8,12 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from config.model import StageConfig
+from platform_constructs.scheduling_check import SchedulingCheck
 from stacks.cluster_stack import ClusterStack
 from stacks.data_stack import DataStack
 from stacks.keys_stack import KeysStack
 from stacks.network_stack import NetworkStack
+from stacks.platform_services_stack import PlatformServicesStack
 from stacks.replica_stack import ReplicaStack
 
 
@@ -141,6 +143,30 @@ class PlatformStage(cdk.Stage):
                 file_system_id=self.data.file_system.file_system_id,
                 karpenter=config.components.karpenter,
                 **common,
+            )
+        if config.components.eks:
+            self.platform = PlatformServicesStack(
+                self,
+                "Platform",
+                stack_name=f"{prefix}-platform",
+                description=f"{prefix}: tenancy guardrails, GPU Operator, service mesh",
+                cluster=self.cluster.cluster,
+                kubernetes_version=config.cluster.kubernetes_version,
+                node_pools=config.cluster.node_pools,
+                mig_layouts=config.cluster.mig_layouts,
+                priority_classes=config.tenancy.priority_classes,
+                quotas=config.tenancy.quotas,
+                node_cidrs=config.network.node_subnets,
+                gpu_operator_enabled=config.components.gpu_operator,
+                **common,
+            )
+            # Every workload the stage applies must fit a node pool and its namespace quota (fails synth if not).
+            cdk.Validations.of(self).add_plugins(
+                SchedulingCheck(
+                    pools=config.cluster.node_pools,
+                    quotas=config.tenancy.quotas,
+                    mig_layouts=config.cluster.mig_layouts,
+                )
             )
         # anchor: platform services stack
         # anchor: edge stack

@@ -7,26 +7,15 @@ time: a string.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from platform_constructs.template_manifests import PLACEHOLDER, render, template_helm_releases, template_objects
 from tests.support.assembly import CloudAssembly, StackArtifact
 
-PLACEHOLDER = "deploy-time-value"
-MANIFEST_TYPE = "Custom::AWSCDK-EKS-KubernetesResource"
-HELM_TYPE = "Custom::AWSCDK-EKS-HelmChart"
+__all__ = ["PLACEHOLDER", "DeployedObject", "HelmRelease", "deployed_objects", "helm_releases", "render"]
 
-
-def render(value: Any) -> str:
-    """Render a template string value: literal strings as they are, intrinsics as placeholders."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and "Fn::Join" in value:
-        separator, parts = value["Fn::Join"]
-        return str(separator).join(render(p) for p in parts)
-    return PLACEHOLDER
 
 
 @dataclass(frozen=True)
@@ -64,9 +53,8 @@ def deployed_objects(assembly: CloudAssembly) -> list[DeployedObject]:
     """Return every Kubernetes object the app's templates apply, in every stage."""
     found = []
     for stack in _stacks(assembly):
-        for logical_id, resource in stack.resources_of(MANIFEST_TYPE).items():
-            for obj in json.loads(render(resource["Properties"]["Manifest"])):
-                found.append(DeployedObject(stack.stage, stack.construct_id, logical_id, obj))
+        for logical_id, obj in template_objects(stack.template):
+            found.append(DeployedObject(stack.stage, stack.construct_id, logical_id, obj))
     return found
 
 
@@ -74,9 +62,8 @@ def helm_releases(assembly: CloudAssembly) -> list[HelmRelease]:
     """Return every Helm release the app's templates install, in every stage."""
     found = []
     for stack in _stacks(assembly):
-        for logical_id, resource in stack.resources_of(HELM_TYPE).items():
-            props = resource["Properties"]
-            values = json.loads(render(props["Values"])) if "Values" in props else {}
+        for logical_id, props in template_helm_releases(stack.template):
+            values = props["Values"]
             found.append(
                 HelmRelease(
                     stage=stack.stage,

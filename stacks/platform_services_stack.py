@@ -1,0 +1,87 @@
+"""PlatformServicesStack: what turns the bare cluster into the shared GPU platform.
+
+Tenancy guardrails (namespaces, Pod Security, priorities, quotas, limit ranges, default-deny network
+policies), the NVIDIA GPU Operator with the pools' device-plugin and MIG configs, and the Linkerd mesh
+with cert-manager. Kept out of the cluster stack so that each template stays well under CloudFormation's
+limits as the charts grow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cdk8s
+from aws_cdk import aws_eks_v2 as eks
+from constructs import Construct
+
+from config.model import NamespaceQuota, NodePoolConfig
+from k8s_charts.gpu_sharing import GpuSharingChart
+from k8s_charts.tenancy import TenancyChart, mig_resources_per_gpu
+from platform_constructs import gpu_operator
+from platform_constructs.gpu_operator import NvidiaGpuOperator
+from platform_constructs.k8s_manifest import attach_chart
+from stacks.base import PlatformStack
+
+SYSTEM_NODES = {"ml-platform/pool": "system"}
+
+
+class PlatformServicesStack(PlatformStack):
+    """Define the platform services of one stage's cluster.
+
+    Args:
+        cluster: the stage's EKS cluster.
+        kubernetes_version: the cluster's minor version (Pod Security labels pin it).
+        node_pools: the pool specs (device-plugin and MIG configs come from them).
+        mig_layouts: the named MIG layouts of the stage.
+        priority_classes: PriorityClass name -> value.
+        quotas: namespace -> quota.
+        node_cidrs: node subnet CIDRs (monitoring scrapes kubelet and node-exporter there).
+        gpu_operator_enabled: install the GPU Operator.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster: eks.ICluster,
+        kubernetes_version: str,
+        node_pools: Sequence[NodePoolConfig],
+        mig_layouts: Mapping[str, Mapping[str, int]],
+        priority_classes: Mapping[str, int],
+        quotas: Mapping[str, NamespaceQuota],
+        node_cidrs: Sequence[str],
+        gpu_operator_enabled: bool,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        charts = cdk8s.App()
+        self.tenancy = attach_chart(
+            self,
+            "Tenancy",
+            cluster=cluster,
+            chart=TenancyChart(
+                charts,
+                "tenancy",
+                kubernetes_version=kubernetes_version,
+                priority_classes=priority_classes,
+                quotas=quotas,
+                mig_resources=mig_resources_per_gpu(mig_layouts),
+                node_cidrs=node_cidrs,
+            ),
+        )
+        self.gpu_operator: NvidiaGpuOperator | None = None
+        if gpu_operator_enabled and any(p.gpu_instance_types for p in node_pools):
+            self.gpu_operator = NvidiaGpuOperator(self, "GpuOperator", cluster=cluster, node_selector=SYSTEM_NODES)
+            sharing = attach_chart(
+                self,
+                "GpuSharing",
+                cluster=cluster,
+                chart=GpuSharingChart(
+                    charts, "gpu-sharing", namespace=gpu_operator.NAMESPACE, pools=node_pools, mig_layouts=mig_layouts
+                ),
+            )
+            # The release creates the gpu-operator namespace the ConfigMaps live in. The device plugin and MIG
+            # manager read them when they start, and reload on change, so the order does not gate the nodes.
+            sharing.node.add_dependency(self.gpu_operator.release)
