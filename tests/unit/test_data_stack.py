@@ -8,24 +8,18 @@ stateful resources are literal on purpose: a change to one means CloudFormation 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from app import build_app
-from config.loader import load_stages
 from config.model import StageConfig
 from platform_constructs.cache import ENGINES
 from platform_constructs.data_buckets import DATASETS_PREFIXES, MODELS_PREFIXES
 from platform_constructs.secure_bucket import bucket_name
-from stacks.data_stack import DataStack
-from stacks.platform_stage import PlatformStage
-from stacks.replica_stack import ReplicaStack
+from tests.support.assembly import CloudAssembly, StackArtifact
 
 # Logical IDs of the stateful resources: changing one makes CloudFormation replace (or orphan) the resource.
 DATA_STATEFUL_IDS = {
@@ -53,10 +47,12 @@ REPLICA_KEY = "ReplicaKey5BA10654"
 
 @dataclass(frozen=True)
 class Built:
+    """One stage's data tier, read from the session's synthesized app."""
+
     config: StageConfig
-    data: DataStack
+    data: StackArtifact
     template: Template
-    replica: ReplicaStack | None
+    replica: StackArtifact | None
     replica_template: Template | None
 
     @property
@@ -72,31 +68,26 @@ class Synthesized:
 
 
 @pytest.fixture(scope="module")
-def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    app = build_app(["dev", "prod"], outdir=str(outdir))
-    configs = {c.stage: c for c in load_stages(["dev", "prod"])}
+def synthesized(assembly: CloudAssembly, stage_configs: dict[str, StageConfig]) -> Synthesized:
     stages: dict[str, Built] = {}
-    for name, config in configs.items():
-        stage = app.node.find_child(name.capitalize())
-        assert isinstance(stage, PlatformStage)
-        replica = stage.replica
+    for name in ("dev", "prod"):
+        stage = name.capitalize()
+        data = assembly.stack(stage, "Data")
+        replica = next((s for s in assembly.stacks if s.stage == stage and s.construct_id == "Replica"), None)
         stages[name] = Built(
-            config=config,
-            data=stage.data,
-            template=Template.from_stack(stage.data),
+            config=stage_configs[name],
+            data=data,
+            template=Template.from_json(data.template),
             replica=replica,
-            replica_template=Template.from_stack(replica) if replica else None,
+            replica_template=Template.from_json(replica.template) if replica else None,
         )
-    # Validation plugins (cdk-nag) run when the whole app synthesizes; other stacks' findings may fail it,
-    # so the report is read either way and filtered to the data tier.
-    try:
-        app.synth()
-    except RuntimeError as err:
-        if "Validation failed" not in str(err):
-            raise
-    report = json.loads((Path(outdir) / "validation-report.json").read_text())
-    yield Synthesized(stages=stages, report=report)
+    return Synthesized(stages=stages, report=assembly.validation_report)
+
+
+def _region(stack: StackArtifact, assembly: CloudAssembly) -> str:
+    manifest = json.loads((stack.template_path.parent / "manifest.json").read_text())
+    env: str = manifest["artifacts"][stack.artifact_id]["environment"]
+    return env.rsplit("/", 1)[-1]
 
 
 @pytest.fixture(scope="module")
@@ -170,9 +161,9 @@ def test_dev_destroys_its_state(dev: Built) -> None:
 
 
 def test_termination_protection_follows_config(dev: Built, prod: Built) -> None:
-    assert dev.data.termination_protection is False
-    assert prod.data.termination_protection is True
-    assert prod.replica is not None and prod.replica.termination_protection is True
+    assert dev.data.properties.get("terminationProtection", False) is False
+    assert prod.data.properties["terminationProtection"] is True
+    assert prod.replica is not None and prod.replica.properties["terminationProtection"] is True
 
 
 # --- buckets ---------------------------------------------------------------------------------------------
@@ -306,7 +297,6 @@ def test_fails_when_bucket_name_gets_an_unresolved_account() -> None:
 
 def test_dev_has_no_replication(dev: Built) -> None:
     assert dev.replica is None
-    assert dev.data.replication_role is None
     dev.template.resource_properties_count_is(
         "AWS::S3::Bucket", {"ReplicationConfiguration": Match.any_value()}, 0
     )
@@ -372,11 +362,12 @@ def test_replication_role_encrypts_only_with_the_aliased_replica_key(prod: Built
     )
 
 
-def test_prod_data_stack_deploys_after_the_replica(prod: Built) -> None:
+def test_prod_data_stack_deploys_after_the_replica(prod: Built, assembly: CloudAssembly) -> None:
     assert prod.replica is not None
-    assert prod.replica in prod.data.dependencies
-    assert prod.replica.region == prod.config.data.buckets.replication_region
-    assert prod.replica.region != prod.data.region
+    manifest = json.loads((prod.data.template_path.parent / "manifest.json").read_text())
+    assert prod.replica.artifact_id in manifest["artifacts"][prod.data.artifact_id]["dependencies"]
+    assert _region(prod.replica, assembly) == prod.config.data.buckets.replication_region
+    assert _region(prod.replica, assembly) != _region(prod.data, assembly)
 
 
 def test_replica_key_rotates_and_carries_the_alias(prod: Built) -> None:
@@ -400,8 +391,7 @@ def test_replica_buckets_are_versioned_encrypted_and_private(
 ) -> None:
     assert prod.replica_template is not None and prod.replica is not None
     props = prod.replica_template.to_json()["Resources"][logical_id]["Properties"]
-    assert props["BucketName"] == _name(prod.config, purpose, prod.replica.region)
-    assert prod.replica.datasets_bucket_name == _name(prod.config, "datasets-replica", prod.replica.region)
+    assert props["BucketName"] == _name(prod.config, purpose, prod.config.data.buckets.replication_region)
     assert props["VersioningConfiguration"] == {"Status": "Enabled"}
     encryption = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
         "ServerSideEncryptionByDefault"
@@ -466,7 +456,9 @@ def test_access_points_root_clients_as_uid_1000(prod: Built) -> None:
                 },
             },
         )
-    assert set(prod.data.access_points) == {"Datasets", "Models", "Checkpoints"}
+    access_points = prod.data.resources_of("AWS::EFS::AccessPoint").values()
+    paths = {r["Properties"]["RootDirectory"]["Path"] for r in access_points}
+    assert paths == {"/datasets", "/models", "/checkpoints"}
 
 
 def _ingress_to(built: Built, group_prefix: str) -> list[dict[str, Any]]:
@@ -647,16 +639,7 @@ def test_data_key_rotates(prod: Built) -> None:
     )
 
 
-def test_public_attributes_for_the_cluster(prod: Built) -> None:
-    data = prod.data
-    attributes = (
-        "datasets_bucket", "models_bucket", "data_key", "file_system", "datasets_access_point",
-        "models_access_point", "checkpoints_access_point", "database", "database_secret",
-        "cache_endpoint_address", "cache_endpoint_port", "cache_auth_secret",
-        "file_system_security_group", "database_security_group", "cache_security_group",
-    )  # fmt: skip
-    for attribute in attributes:
-        assert getattr(data, attribute) is not None, attribute
+def test_outputs_for_the_cluster(prod: Built) -> None:
     outputs = prod.template.to_json()["Outputs"]
     assert outputs["CacheEndpoint"]["Value"] == {
         "Fn::GetAtt": ["Cache18F6EE16", "ConfigurationEndPoint.Address"]
