@@ -23,8 +23,6 @@ MIG_PREFIX = "nvidia.com/mig-"
 # Share of an instance's memory and CPU that pods can request: kubelet, system daemons and the eviction
 # threshold keep the rest (EKS reserves about 6-11% of memory and a fraction of a core).
 ALLOCATABLE_FRACTION = 0.9
-_WELL_KNOWN = ("kubernetes.io/os", "kubernetes.io/arch", "node.kubernetes.io/instance-type", "karpenter.sh/capacity-type",
-               "topology.kubernetes.io/zone")  # fmt: skip
 
 
 class SchedulingError(ValueError):
@@ -68,6 +66,7 @@ def parse_quantity(value: str | int | float, *, memory: bool = False) -> float:
 
 def pod_requests(pod_spec: Mapping[str, Any]) -> dict[str, float]:
     """Return a pod's effective requests: containers summed, then the max with any init container."""
+
     def of(container: Mapping[str, Any]) -> dict[str, float]:
         resources = container.get("resources", {})
         # A limit without a request is also the request (Kubernetes defaults it so).
@@ -98,7 +97,7 @@ def _pod_templates(obj: Mapping[str, Any]) -> Iterator[tuple[str, int, Mapping[s
         job = spec["jobTemplate"]["spec"]
         yield "", int(job.get("parallelism", 1)), job["template"]["spec"]
     elif kind in ("PyTorchJob", "TFJob", "MPIJob"):
-        replica_specs = next((v for k, v in spec.items() if k.endswith("ReplicaSpecs")), {})
+        replica_specs: Mapping[str, Any] = next((v for k, v in spec.items() if k.endswith("ReplicaSpecs")), {})
         for role, replica in replica_specs.items():
             yield role, int(replica.get("replicas", 1)), replica["template"]["spec"]
     elif kind in ("RayCluster", "RayJob", "RayService"):
@@ -157,6 +156,7 @@ def _label_problems(workload: Workload, labels: Mapping[str, set[str]]) -> list[
         if value not in labels.get(key, set())
     ]
     if workload.affinity_terms:
+
         def term_ok(term: tuple[tuple[str, str, tuple[str, ...]], ...]) -> bool:
             for key, op, values in term:
                 have = labels.get(key, set())
@@ -186,12 +186,16 @@ def _tolerates(workload: Workload, key: str, value: str, effect: str) -> bool:
     return False
 
 
-def _capacity_problems(workload: Workload, pool: NodePoolConfig, mig_layouts: Mapping[str, Mapping[str, int]]) -> list[str]:
+def _capacity_problems(
+    workload: Workload, pool: NodePoolConfig, mig_layouts: Mapping[str, Mapping[str, int]]
+) -> list[str]:
     largest = max((INSTANCE_TYPES[t] for t in pool.instance_types), key=lambda t: (t.vcpu, t.memory_gib))
     problems = []
     cpu, memory = workload.requests.get("cpu", 0.0), workload.requests.get("memory", 0.0)
     if cpu > largest.vcpu * ALLOCATABLE_FRACTION:
-        problems.append(f"asks {cpu:g} CPU, the largest node ({largest.name}) offers about {largest.vcpu * ALLOCATABLE_FRACTION:g}")
+        problems.append(
+            f"asks {cpu:g} CPU, the largest node ({largest.name}) offers about {largest.vcpu * ALLOCATABLE_FRACTION:g}"
+        )
     if memory > largest.memory_gib * ALLOCATABLE_FRACTION:
         problems.append(
             f"asks {memory:g}Gi memory, the largest node ({largest.name}) offers about "
@@ -206,7 +210,9 @@ def _capacity_problems(workload: Workload, pool: NodePoolConfig, mig_layouts: Ma
         elif not gpus_per_node(pool):
             problems.append(f"asks {gpus:g} {GPU}, but {', '.join(pool.instance_types)} have no GPU")
         elif isinstance(sharing, TimeSlicing) and gpus > 1:
-            problems.append(f"asks {gpus:g} {GPU}; time-sliced GPUs fail requests for more than one (failRequestsGreaterThanOne)")
+            problems.append(
+                f"asks {gpus:g} {GPU}; time-sliced GPUs fail requests for more than one (failRequestsGreaterThanOne)"
+            )
         elif gpus > gpus_per_node(pool):
             problems.append(f"asks {gpus:g} {GPU}, a node has {gpus_per_node(pool)}")
     for profile, count in mig_asked.items():
@@ -215,7 +221,9 @@ def _capacity_problems(workload: Workload, pool: NodePoolConfig, mig_layouts: Ma
             continue
         per_node = mig_layouts.get(sharing.layout, {}).get(profile, 0) * gpus_per_node(pool)
         if count > per_node:
-            problems.append(f"asks {count:g} {MIG_PREFIX}{profile}; a node of layout {sharing.layout} offers {per_node}")
+            problems.append(
+                f"asks {count:g} {MIG_PREFIX}{profile}; a node of layout {sharing.layout} offers {per_node}"
+            )
     return problems
 
 
@@ -242,7 +250,9 @@ def quota_problems(workload: Workload, quota: NamespaceQuota | None) -> list[str
     if memory > quota.memory_gib:
         problems.append(f"{n} replica(s) ask {memory:g}Gi, the {workload.namespace} quota is {quota.memory_gib}Gi")
     if gpus > quota.gpus:
-        problems.append(f"{n} replica(s) ask {gpus:g} GPU(s) or MIG slices, the {workload.namespace} quota is {quota.gpus}")
+        problems.append(
+            f"{n} replica(s) ask {gpus:g} GPU(s) or MIG slices, the {workload.namespace} quota is {quota.gpus}"
+        )
     return problems
 
 

@@ -12,7 +12,6 @@ from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-
 # `aws eks describe-addon-versions --kubernetes-version 1.35 --addon-name <name>` lists what EKS offers;
 # bump these with the cluster version (one table per supported version).
 ADDON_VERSIONS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
@@ -54,7 +53,7 @@ class EksAddons(Construct):
         kubernetes_version: selects the version table in ``ADDON_VERSIONS``.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, cluster: eks.Cluster, kubernetes_version: str) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, cluster: eks.ICluster, kubernetes_version: str) -> None:
         super().__init__(scope, construct_id)
         versions = ADDON_VERSIONS.get(kubernetes_version)
         if versions is None:
@@ -88,9 +87,7 @@ class EksAddons(Construct):
                     )
                 )
                 associations = [
-                    eks.CfnAddon.PodIdentityAssociationProperty(
-                        role_arn=role.role_arn, service_account=service_account
-                    )
+                    eks.CfnAddon.PodIdentityAssociationProperty(role_arn=role.role_arn, service_account=service_account)
                 ]
             addon = eks.CfnAddon(
                 self,

@@ -7,7 +7,9 @@ from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
 
-def attach_chart(scope: Construct, construct_id: str, *, cluster: eks.ICluster, chart: cdk8s.Chart) -> eks.KubernetesManifest:
+def attach_chart(
+    scope: Construct, construct_id: str, *, cluster: eks.ICluster, chart: cdk8s.Chart
+) -> eks.KubernetesManifest:
     """Apply ``chart`` to ``cluster`` from ``scope``'s stack.
 
     ``Cluster.add_cdk8s_chart`` puts the manifest in the cluster's own stack; stacks that hold the platform

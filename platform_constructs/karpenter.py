@@ -12,8 +12,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from platform_constructs.node_role import node_role
 from platform_constructs.helm_addon import HelmAddon, HelmChartRef
+from platform_constructs.node_role import node_role
 from platform_constructs.pod_identity import PodIdentityRole
 
 # ../shared/k8s-reference/SOURCES.md: oci://public.ecr.aws/karpenter/karpenter --version 1.14.1
@@ -48,7 +48,7 @@ class Karpenter(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        cluster: eks.Cluster,
+        cluster: eks.ICluster,
         cluster_name: str,
         controller_node_selector: dict[str, str],
         replicas: int = 2,
@@ -120,7 +120,7 @@ class Karpenter(Construct):
 
 
 def _controller_statements(
-    stack: cdk.Stack, cluster: eks.Cluster, cluster_name: str, node_role: iam.IRole, queue: sqs.IQueue
+    stack: cdk.Stack, cluster: eks.ICluster, cluster_name: str, node_role: iam.IRole, queue: sqs.IQueue
 ) -> list[iam.PolicyStatement]:
     """Return the controller's permissions, after Karpenter's own v1 CloudFormation policy, scoped to this cluster."""
     region, partition, account = stack.region, stack.partition, stack.account
@@ -240,7 +240,7 @@ def _controller_statements(
             conditions={
                 "StringEquals": {
                     **owned_resource,
-                    f"aws:ResourceTag/topology.kubernetes.io/region": region,
+                    "aws:ResourceTag/topology.kubernetes.io/region": region,
                 },
                 "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*"},
             },

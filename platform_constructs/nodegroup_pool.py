@@ -42,7 +42,7 @@ class NodegroupPool(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        cluster: eks.Cluster,
+        cluster: eks.ICluster,
         node_role: iam.IRole,
         security_groups: Sequence[ec2.ISecurityGroup],
         subnets: ec2.SubnetSelection,
@@ -100,7 +100,9 @@ class NodegroupPool(Construct):
         if peak:
             self._schedule_peak(cluster, min_nodes, max_nodes, *peak)
 
-    def _schedule_peak(self, cluster: eks.Cluster, min_nodes: int, max_nodes: int, extra: int, start: int, end: int) -> None:
+    def _schedule_peak(
+        self, cluster: eks.ICluster, min_nodes: int, max_nodes: int, extra: int, start: int, end: int
+    ) -> None:
         """Raise the nodegroup's floor on a daily UTC window with EventBridge Scheduler, then lower it again.
 
         Managed nodegroups have no scheduled scaling of their own and Karpenter does not manage them.

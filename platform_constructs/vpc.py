@@ -56,7 +56,7 @@ class PlannedSubnets:
     def allocate_vpc_cidr(self) -> ec2.VpcIpamOptions:
         return ec2.VpcIpamOptions(cidr_block=self._vpc_cidr)
 
-    def allocate_subnets_cidr(self, input: ec2.AllocateCidrRequest) -> ec2.SubnetIpamOptions:  # noqa: A002 (jsii name)
+    def allocate_subnets_cidr(self, input: ec2.AllocateCidrRequest) -> ec2.SubnetIpamOptions:
         allocated = []
         for requested in input.requested_subnets:
             group = requested.configuration.name
@@ -106,16 +106,16 @@ class PlatformVpc(Construct):
         self.vpc = ec2.Vpc(
             self,
             "Resource",
-            ip_addresses=PlannedSubnets(vpc_cidr, plan, availability_zones),
+            # jsii calls back with the request struct as one argument; the generated protocol spells it as
+            # keyword arguments, which mypy cannot match to a callback implemented in Python.
+            ip_addresses=PlannedSubnets(vpc_cidr, plan, availability_zones),  # type: ignore[arg-type]
             availability_zones=list(availability_zones),
             nat_gateways=nat_gateways,
             nat_gateway_subnets=ec2.SubnetSelection(subnet_group_name=PUBLIC),
             restrict_default_security_group=True,
             subnet_configuration=[
                 ec2.SubnetConfiguration(name=PUBLIC, subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=mask[PUBLIC]),
-                ec2.SubnetConfiguration(
-                    name=DATA, subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=mask[DATA]
-                ),
+                ec2.SubnetConfiguration(name=DATA, subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=mask[DATA]),
                 ec2.SubnetConfiguration(
                     name=NODES, subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=mask[NODES]
                 ),
@@ -161,9 +161,7 @@ class PlatformVpc(Construct):
             description="HTTPS from inside the VPC to the interface endpoints",
             allow_all_outbound=False,
         )
-        self.endpoint_security_group.add_ingress_rule(
-            ec2.Peer.ipv4(vpc_cidr), ec2.Port.tcp(443), "HTTPS from the VPC"
-        )
+        self.endpoint_security_group.add_ingress_rule(ec2.Peer.ipv4(vpc_cidr), ec2.Port.tcp(443), "HTTPS from the VPC")
         for name in interface_endpoints:
             self.vpc.add_interface_endpoint(
                 f"{_ENDPOINT_IDS[name]}Endpoint",
@@ -181,4 +179,3 @@ class PlatformVpc(Construct):
     @property
     def data_subnets(self) -> ec2.SubnetSelection:
         return ec2.SubnetSelection(subnet_group_name=DATA)
-

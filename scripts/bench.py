@@ -51,7 +51,7 @@ def main() -> int:
             code, wall, peak = measure([part.format(out=out) for part in command])
         ok = code == 0 and wall <= wall_goal and (mem_goal is None or peak <= mem_goal)
         failed += not ok
-        verdict = "ok" if ok else ("FAILED (exit %d)" % code if code else "over goal")
+        verdict = "ok" if ok else (f"FAILED (exit {code})" if code else "over goal")
         print(f"{name:<26} {wall:>8.1f} {wall_goal:>7.1f} {peak:>9.0f} {mem_goal or '-':>9}  {verdict}")
         time.sleep(0.5)
     return 1 if failed else 0

@@ -34,8 +34,14 @@ def main(outdir: str = "cdk.out", dist: str = "dist") -> int:
     releases: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in helm_releases(assembly):
         releases[r.stage.lower()].append(
-            {"release": r.logical_id, "repository": r.repository, "chart": r.chart, "version": r.version,
-             "namespace": r.namespace, "values": r.values}  # fmt: skip
+            {
+                "release": r.logical_id,
+                "repository": r.repository,
+                "chart": r.chart,
+                "version": r.version,
+                "namespace": r.namespace,
+                "values": r.values,
+            }
         )
     for stage, entries in releases.items():
         (root / stage).mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,10 @@ def main(outdir: str) -> int:
     for stage in assembly.stages:
         stacks = [s for s in assembly.stacks if s.stage == stage]
         stage_findings = [f for f in findings if f" at {stage}/" in f]
-        print(f"\n{stage}: {len(stacks)} stacks, cdk-nag {'FAIL' if stage_findings else 'pass'} "
-              f"({len(stage_findings)} open, {acks[stage]} acknowledged)")
+        print(
+            f"\n{stage}: {len(stacks)} stacks, cdk-nag {'FAIL' if stage_findings else 'pass'} "
+            f"({len(stage_findings)} open, {acks[stage]} acknowledged)"
+        )
         print(f"  {'stack':<36} {'resources':>9} {'KiB':>7}")
         for s in stacks:
             name = s.properties.get("stackName", s.construct_id)

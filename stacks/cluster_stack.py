@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import aws_cdk as cdk
 import cdk8s
@@ -122,15 +122,16 @@ class ClusterStack(PlatformStack):
             kubectl_provider_options=eks.KubectlProviderOptions(
                 kubectl_layer=layer(self, "KubectlLayer"),
                 # The handler reaches the private endpoint from inside the VPC.
-                private_subnets=vpc.select_subnets(
-                    subnet_group_name=node_subnets.subnet_group_name
-                ).subnets,
+                private_subnets=vpc.select_subnets(subnet_group_name=node_subnets.subnet_group_name).subnets,
             ),
         )
+        # jsii's generated ICluster protocol lists kubectl_provider_options, which the Cluster class lacks in
+        # its Python typing; every consumer takes the interface, so cast once here.
+        self.cluster_ref = cast(eks.ICluster, self.cluster)
         self.cluster.node.add_dependency(control_plane_logs)
         _acknowledge_cluster_internals(self.cluster)
         self._grant_access(admin_role_arns, readonly_role_arns)
-        self.addons = EksAddons(self, "Addons", cluster=self.cluster, kubernetes_version=kubernetes_version)
+        self.addons = EksAddons(self, "Addons", cluster=self.cluster_ref, kubernetes_version=kubernetes_version)
 
         self.nodegroup_role = node_role(self, "NodegroupRole", description=f"{cluster_name}: managed nodegroup nodes")
         self.pools: dict[str, NodegroupPool] = {}
@@ -152,7 +153,10 @@ class ClusterStack(PlatformStack):
 
     def _grant_access(self, admin_role_arns: Sequence[str], readonly_role_arns: Sequence[str]) -> None:
         """Access entries (no aws-auth ConfigMap): cluster admins and read-only viewers by IAM role."""
-        grants = (("Admin", admin_role_arns, "AmazonEKSClusterAdminPolicy"), ("ReadOnly", readonly_role_arns, "AmazonEKSViewPolicy"))
+        grants = (
+            ("Admin", admin_role_arns, "AmazonEKSClusterAdminPolicy"),
+            ("ReadOnly", readonly_role_arns, "AmazonEKSViewPolicy"),
+        )
         for kind, arns, policy in grants:
             for arn in arns:
                 self.cluster.grant_access(
@@ -169,7 +173,7 @@ class ClusterStack(PlatformStack):
         group = NodegroupPool(
             self,
             f"{pascal(pool.name)}Pool",
-            cluster=self.cluster,
+            cluster=self.cluster_ref,
             node_role=self.nodegroup_role,
             security_groups=[self.cluster.cluster_security_group, node_security_group],
             subnets=subnets,
@@ -194,9 +198,9 @@ class ClusterStack(PlatformStack):
         karpenter = Karpenter(
             self,
             "Karpenter",
-            cluster=self.cluster,
+            cluster=self.cluster_ref,
             cluster_name=cluster_name,
-            controller_node_selector={"ml-platform/pool": SYSTEM_POOL}
+            controller_node_selector={"ml-platform/pool": SYSTEM_POOL},
         )
         # The controller runs on the system pool, so that pool must exist before the release waits for it.
         karpenter.release.node.add_dependency(self.pools[SYSTEM_POOL].nodegroup)
@@ -238,7 +242,9 @@ def _acknowledge_cluster_internals(cluster: eks.Cluster) -> None:
     )
     for policy in managed:
         cdk.Validations.of(provider).acknowledge(
-            cdk.Acknowledgment(id=f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{policy}]", reason=reason)
+            cdk.Acknowledgment(
+                id=f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{policy}]", reason=reason
+            )
         )
     cdk.Validations.of(provider).acknowledge(
         cdk.Acknowledgment(

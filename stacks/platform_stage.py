@@ -150,7 +150,7 @@ class PlatformStage(cdk.Stage):
                 "Platform",
                 stack_name=f"{prefix}-platform",
                 description=f"{prefix}: tenancy guardrails, GPU Operator, service mesh",
-                cluster=self.cluster.cluster,
+                cluster=self.cluster.cluster_ref,
                 kubernetes_version=config.cluster.kubernetes_version,
                 node_pools=config.cluster.node_pools,
                 mig_layouts=config.cluster.mig_layouts,

@@ -106,6 +106,10 @@ def test_acknowledgement_gate_rejects_lazy_reasons() -> None:
     acks = [
         ("/Dev/Data/A", "AwsSolutions-S1", "suppressed"),
         ("/Dev/Data/B", "AwsSolutions-S1", "ok"),
-        ("/Dev/Data/C", "AwsSolutions-S1", "This bucket receives the access logs of the others; logging it to itself loops."),
+        (
+            "/Dev/Data/C",
+            "AwsSolutions-S1",
+            "This bucket receives the access logs of the others; logging it to itself loops.",
+        ),
     ]
     assert [w.split(" at ")[1].split(":")[0] for w in weak_acknowledgements(acks)] == ["/Dev/Data/A", "/Dev/Data/B"]

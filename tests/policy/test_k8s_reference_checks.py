@@ -186,8 +186,7 @@ def test_fails_when_node_pool_has_unknown_field() -> None:
     node_pool = _with(NODE_POOL, "spec.disruption.consolidationPolicyy", "WhenEmpty")
 
     assert validate_custom_resource(node_pool) == [
-        "NodePool/gpu: spec.disruption.consolidationPolicyy: unknown field "
-        "(did you mean consolidationPolicy?)"
+        "NodePool/gpu: spec.disruption.consolidationPolicyy: unknown field (did you mean consolidationPolicy?)"
     ]
 
 
@@ -197,9 +196,7 @@ def test_fails_when_node_pool_field_has_wrong_type_or_value() -> None:
 
     errors = validate_custom_resource(node_pool)
 
-    assert errors[0].startswith(
-        "NodePool/gpu: spec.template.spec.requirements[0].operator: 'Inn' is not one of"
-    )
+    assert errors[0].startswith("NodePool/gpu: spec.template.spec.requirements[0].operator: 'Inn' is not one of")
     assert errors[1] == "NodePool/gpu: spec.weight: 'high' is not of type 'integer'"
     assert len(errors) == 2
 
@@ -214,8 +211,7 @@ def test_fails_when_crd_kind_is_unknown() -> None:
     node_pool = _with(NODE_POOL, "kind", "NodePoool")
 
     assert validate_custom_resource(node_pool) == [
-        "NodePoool/gpu: no CRD in k8s-reference for karpenter.sh/v1 NodePoool "
-        "(did you mean karpenter.sh/v1 NodePool?)"
+        "NodePoool/gpu: no CRD in k8s-reference for karpenter.sh/v1 NodePoool (did you mean karpenter.sh/v1 NodePool?)"
     ]
     assert validate_custom_resource(_with(NODE_POOL, "apiVersion", "example.com/v1")) == [
         "NodePool/gpu: no CRD in k8s-reference for example.com/v1 NodePool"
@@ -276,8 +272,7 @@ def test_go_inline_flag_pattern_is_checked() -> None:
     assert validate_custom_resource(rule) == []
     errors = validate_custom_resource(_with(rule, "spec.groups.0.partial_response_strategy", "ignore"))
     assert errors == [
-        "PrometheusRule/gpu: spec.groups[0].partial_response_strategy: "
-        "'ignore' does not match '(?i)^(abort|warn)?$'"
+        "PrometheusRule/gpu: spec.groups[0].partial_response_strategy: 'ignore' does not match '(?i)^(abort|warn)?$'"
     ]
 
 
@@ -333,9 +328,7 @@ def test_subchart_keys_are_checked_against_the_subchart_defaults() -> None:
 
 
 def test_fails_when_subchart_key_is_misspelled() -> None:
-    errors = validate_helm_values(
-        "kube-prometheus-stack", "88.5.3", {"grafana": {"persistance": {"enabled": True}}}
-    )
+    errors = validate_helm_values("kube-prometheus-stack", "88.5.3", {"grafana": {"persistance": {"enabled": True}}})
 
     assert errors == [
         "kube-prometheus-stack 88.5.3: values key grafana.persistance does not exist in subchart grafana "
@@ -372,9 +365,7 @@ def test_pinned_chart_versions_lists_one_version_per_chart() -> None:
 # --- missing reference data ---------------------------------------------------------------------------------
 
 
-def test_fails_with_instructions_when_reference_is_missing(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_fails_with_instructions_when_reference_is_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     missing = tmp_path / "k8s-reference"
     monkeypatch.setenv(REFERENCE_ENV_VAR, str(missing))
 

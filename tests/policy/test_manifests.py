@@ -59,7 +59,10 @@ def test_every_helm_values_key_exists_in_the_pinned_chart(assembly: CloudAssembl
     errors: list[str] = []
     for release in helm_releases(assembly):
         chart_dir = CHART_DIRS.get(release.chart, release.chart)
-        errors += [f"{release.stage}/{release.logical_id}: {e}" for e in validate_helm_values(chart_dir, release.version, release.values)]
+        errors += [
+            f"{release.stage}/{release.logical_id}: {e}"
+            for e in validate_helm_values(chart_dir, release.version, release.values)
+        ]
     assert errors == [], "\n".join(errors)
 
 

@@ -42,7 +42,9 @@ def test_every_stack_matches_its_snapshot(assembly: CloudAssembly) -> None:
             continue
         expected = path.read_text()
         if expected != current:
-            diff = difflib.unified_diff(expected.splitlines(), current.splitlines(), str(path), "synthesized", n=2, lineterm="")
+            diff = difflib.unified_diff(
+                expected.splitlines(), current.splitlines(), str(path), "synthesized", n=2, lineterm=""
+            )
             drifted.append("\n".join(list(diff)[:60]))
     stale = sorted(str(p.relative_to(SNAPSHOTS)) for p in SNAPSHOTS.rglob("*.json") if p not in seen)
     if UPDATE:
@@ -51,7 +53,9 @@ def test_every_stack_matches_its_snapshot(assembly: CloudAssembly) -> None:
         pytest.skip("snapshots rewritten")
     assert not missing, f"no snapshot for {missing}: review the templates, then run `make snapshots`"
     assert not stale, f"snapshots of stacks the app no longer has: {stale} (run `make snapshots`)"
-    assert not drifted, "templates drifted from their snapshots (review, then `make snapshots`):\n" + "\n\n".join(drifted)
+    assert not drifted, "templates drifted from their snapshots (review, then `make snapshots`):\n" + "\n\n".join(
+        drifted
+    )
 
 
 def test_snapshot_check_notices_a_change(assembly: CloudAssembly) -> None:

@@ -17,7 +17,6 @@ from tests.support.assembly import CloudAssembly, StackArtifact
 __all__ = ["PLACEHOLDER", "DeployedObject", "HelmRelease", "deployed_objects", "helm_releases", "render"]
 
 
-
 @dataclass(frozen=True)
 class DeployedObject:
     stage: str

@@ -33,9 +33,7 @@ def size_violations(name: str, template: dict[str, Any], template_bytes: int) ->
     """Return why a template is too close to CloudFormation's size or resource limits, if it is."""
     problems = []
     if template_bytes > MAX_TEMPLATE_BYTES * HEADROOM:
-        problems.append(
-            f"{name}: {template_bytes} bytes is over {HEADROOM:.0%} of the {MAX_TEMPLATE_BYTES} byte limit"
-        )
+        problems.append(f"{name}: {template_bytes} bytes is over {HEADROOM:.0%} of the {MAX_TEMPLATE_BYTES} byte limit")
     count = len(template.get("Resources", {}))
     if count > MAX_RESOURCES * HEADROOM:
         problems.append(f"{name}: {count} resources is over {HEADROOM:.0%} of the {MAX_RESOURCES} resource limit")

@@ -346,9 +346,7 @@ def _crd_validator(path: Path, key: CrdKey) -> Any:
 
 def _check_references(definitions: Mapping[str, Any], path: Path) -> None:
     """Raise when a Swagger definition refers to a type that is neither defined nor substituted."""
-    missing = sorted(
-        {ref.removeprefix("#/definitions/") for ref in _references(definitions)} - set(definitions)
-    )
+    missing = sorted({ref.removeprefix("#/definitions/") for ref in _references(definitions)} - set(definitions))
     if missing:
         raise ValueError(
             f"{path} refers to undefined types {', '.join(missing)}: add them to _SWAGGER_CORE_DEFINITIONS"
@@ -380,9 +378,7 @@ def openapi_to_json_schema(node: Mapping[str, Any], *, structural: bool = True) 
         if key in _ANNOTATION_KEYS or key.startswith("x-kubernetes-"):
             continue
         if key in ("properties", "definitions"):
-            out[key] = {
-                name: openapi_to_json_schema(sub, structural=structural) for name, sub in value.items()
-            }
+            out[key] = {name: openapi_to_json_schema(sub, structural=structural) for name, sub in value.items()}
         elif key in ("items", "additionalProperties", "not") and isinstance(value, Mapping):
             out[key] = openapi_to_json_schema(value, structural=structural and key != "not")
         elif key in ("anyOf", "allOf", "oneOf"):
@@ -520,9 +516,7 @@ def validate_helm_values(chart: str, version: str, values: Mapping[str, Any]) ->
     subcharts, errors = _subcharts(chart, chart_dir)
 
     own_values = {key: value for key, value in values.items() if key not in subcharts}
-    errors += _missing_keys(
-        own_values, defaults, (), _commented_paths(chart), label, "the chart's values.yaml"
-    )
+    errors += _missing_keys(own_values, defaults, (), _commented_paths(chart), label, "the chart's values.yaml")
     merged = _deep_merge(defaults, values)
     schema_path = chart_dir / "values.schema.json"
     if schema_path.is_file():

@@ -63,20 +63,26 @@ def test_cluster_version_logging_encryption_and_private_endpoint(prod: StackArti
     assert cluster["AccessConfig"]["AuthenticationMode"] == "API"
 
 
-def test_dev_public_endpoint_only_from_configured_cidrs(dev: StackArtifact, stage_configs: dict[str, StageConfig]) -> None:
+def test_dev_public_endpoint_only_from_configured_cidrs(
+    dev: StackArtifact, stage_configs: dict[str, StageConfig]
+) -> None:
     vpc_config = one(dev, "AWS::EKS::Cluster")["ResourcesVpcConfig"]
     assert vpc_config["EndpointPublicAccess"] is True
     assert vpc_config["PublicAccessCidrs"] == list(stage_configs["dev"].cluster.public_access_cidrs)
 
 
-def test_control_plane_logs_are_encrypted_with_retention(prod: StackArtifact, stage_configs: dict[str, StageConfig]) -> None:
+def test_control_plane_logs_are_encrypted_with_retention(
+    prod: StackArtifact, stage_configs: dict[str, StageConfig]
+) -> None:
     groups = [g["Properties"] for g in prod.resources_of("AWS::Logs::LogGroup").values()]
     control = next(g for g in groups if g.get("LogGroupName") == "/aws/eks/ml-platform-prod/cluster")
     assert control["RetentionInDays"] == stage_configs["prod"].log_retention_days
     assert "KmsKeyId" in control
 
 
-def test_access_entries_for_admin_and_readonly_roles(prod: StackArtifact, stage_configs: dict[str, StageConfig]) -> None:
+def test_access_entries_for_admin_and_readonly_roles(
+    prod: StackArtifact, stage_configs: dict[str, StageConfig]
+) -> None:
     entries = [e["Properties"] for e in prod.resources_of("AWS::EKS::AccessEntry").values()]
     by_principal = {e["PrincipalArn"]: e for e in entries if isinstance(e["PrincipalArn"], str)}
     cfg = stage_configs["prod"].cluster

@@ -229,7 +229,8 @@ POOL_INPUTS: list[tuple[str, Mutation, str]] = [
     (
         "time-slicing on a CPU pool",
         lambda d: _pool(d, "cpu-inference").update(gpu_sharing={"mode": "time-slicing", "replicas": 3}),
-        r"gpu_sharing time-slicing needs GPU instance types; m5.2xlarge, m5.4xlarge, r5.2xlarge, r5.4xlarge have no GPU",
+        r"gpu_sharing time-slicing needs GPU instance types; m5.2xlarge, m5.4xlarge, r5.2xlarge, r5.4xlarge "
+        r"have no GPU",
     ),
     (
         "MIG pool left to Karpenter",

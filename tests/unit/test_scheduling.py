@@ -100,13 +100,17 @@ def test_fails_when_a_time_sliced_pod_asks_for_two_gpus(stage_configs: dict[str,
 
 def test_fails_on_a_mig_profile_no_pool_offers(stage_configs: dict[str, StageConfig]) -> None:
     obj = deployment(tolerations=[MIG_TOLERATION], requests={"nvidia.com/mig-7g.80gb": 1})
-    with pytest.raises(SchedulingError, match=r"a100-mig: asks 1 nvidia.com/mig-7g.80gb; a node of layout balanced offers 0"):
+    with pytest.raises(
+        SchedulingError, match=r"a100-mig: asks 1 nvidia.com/mig-7g.80gb; a node of layout balanced offers 0"
+    ):
         check(stage_configs["prod"], obj)
 
 
 def test_fails_when_the_namespace_quota_refuses(stage_configs: dict[str, StageConfig]) -> None:
     obj = deployment(namespace="mlops", replicas=5, selector={"workload-type": "control"}, requests={"cpu": "8"})
-    with pytest.raises(SchedulingError, match=r"exceeds its namespace quota: 5 replica\(s\) ask 40 CPU, the mlops quota is 32"):
+    with pytest.raises(
+        SchedulingError, match=r"exceeds its namespace quota: 5 replica\(s\) ask 40 CPU, the mlops quota is 32"
+    ):
         check(stage_configs["prod"], obj)
 
 
