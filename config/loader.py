@@ -32,7 +32,9 @@ def _field(loc: tuple[int | str, ...]) -> str:
 
 def _value_at(data: Any, loc: tuple[int | str, ...]) -> Any:
     for item in loc:
-        if isinstance(data, list) and isinstance(item, int) and item < len(data):
+        if isinstance(data, list) and isinstance(item, int):
+            if item >= len(data):
+                break
             data = data[item]
         elif isinstance(data, dict) and item in data:
             data = data[item]

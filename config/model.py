@@ -21,6 +21,7 @@ from config.catalog import (
     MIG_MEMORY_SLICES,
     instance_type,
 )
+from config.edge import EdgeConfig, StageEdgeConfig
 
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (
@@ -470,6 +471,7 @@ class StageConfig(_Frozen):
     cluster: ClusterConfig = ClusterConfig()
     tenancy: TenancyConfig = TenancyConfig()
     components: Components = Components()
+    edge: StageEdgeConfig = EdgeConfig()
     # anchor: edge config
     # anchor: inference config
     # anchor: workloads config
