@@ -17,10 +17,13 @@ from constructs import Construct
 
 from config.model import NamespaceQuota, NodePoolConfig
 from k8s_charts.gpu_sharing import GpuSharingChart
+from k8s_charts.mesh_policy import platform_mesh_rules
 from k8s_charts.tenancy import TenancyChart, mig_resources_per_gpu
 from platform_constructs import gpu_operator
+from platform_constructs.cert_manager import CertManager
 from platform_constructs.gpu_operator import NvidiaGpuOperator
 from platform_constructs.k8s_manifest import attach_chart
+from platform_constructs.linkerd import Linkerd
 from stacks.base import PlatformStack
 
 SYSTEM_NODES = {"ml-platform/pool": "system"}
@@ -38,6 +41,8 @@ class PlatformServicesStack(PlatformStack):
         quotas: namespace -> quota.
         node_cidrs: node subnet CIDRs (monitoring scrapes kubelet and node-exporter there).
         gpu_operator_enabled: install the GPU Operator.
+        mesh_enabled: install cert-manager and Linkerd.
+        high_availability: production replicas, anti-affinity and disruption budgets for the mesh.
     """
 
     def __init__(
@@ -53,6 +58,8 @@ class PlatformServicesStack(PlatformStack):
         quotas: Mapping[str, NamespaceQuota],
         node_cidrs: Sequence[str],
         gpu_operator_enabled: bool,
+        mesh_enabled: bool,
+        high_availability: bool,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -85,3 +92,21 @@ class PlatformServicesStack(PlatformStack):
             # The release creates the gpu-operator namespace the ConfigMaps live in. The device plugin and MIG
             # manager read them when they start, and reload on change, so the order does not gate the nodes.
             sharing.node.add_dependency(self.gpu_operator.release)
+
+        self.cert_manager: CertManager | None = None
+        self.linkerd: Linkerd | None = None
+        if mesh_enabled:
+            self.cert_manager = CertManager(
+                self, "CertManager", cluster=cluster, node_selector=SYSTEM_NODES, replicas=2 if high_availability else 1
+            )
+            self.linkerd = Linkerd(
+                self,
+                "Linkerd",
+                cluster=cluster,
+                cert_manager=self.cert_manager,
+                node_selector=SYSTEM_NODES,
+                high_availability=high_availability,
+                mesh_rules=platform_mesh_rules(),
+            )
+            # The Server and AuthorizationPolicy objects live in the platform namespaces the tenancy chart creates.
+            self.linkerd.policy.node.add_dependency(self.tenancy)

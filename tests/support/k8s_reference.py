@@ -78,6 +78,11 @@ FREE_FORM_VALUES_KEYS = frozenset(
 COMMENTED_KEYS = frozenset(
     {
         ("linkerd-crds", "enableHttpRoutes"),
+        # values-ha.yaml settings documented only as comments in linkerd-control-plane's values.yaml.
+        ("linkerd-control-plane", "destinationResources"),
+        ("linkerd-control-plane", "identityResources"),
+        ("linkerd-control-plane", "proxyInjectorResources"),
+        ("linkerd-control-plane", "spValidatorResources"),
     }
 )
 
