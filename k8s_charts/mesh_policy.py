@@ -141,8 +141,12 @@ class ServerAccess:
         return tuple(dict.fromkeys(identities))
 
 
-def platform_mesh_rules() -> tuple[ServerAccess, ...]:
+def platform_mesh_rules(*, scraper_networks: Sequence[str]) -> tuple[ServerAccess, ...]:
     """Return the platform's mesh rules: who may call the KServe predictors, and who may scrape metrics.
+
+    Prometheus runs unmeshed in ``monitoring`` (k8s_charts/tenancy.py meshes only the service namespaces),
+    so it has no mesh identity: its scrapes are admitted by network, from ``scraper_networks`` (the node
+    subnets, where pod addresses live), and only on the ports named ``metrics``.
 
     vLLM, the one model server behind the ALB, is not here: k8s_charts/vllm.py writes its own Server and
     AuthorizationPolicies (agentic and monitoring identities, the ALB's subnets as a NetworkAuthentication)
@@ -155,8 +159,9 @@ def platform_mesh_rules() -> tuple[ServerAccess, ...]:
             server="kserve-predictor",
             pod_selector=KSERVE_PREDICTOR_SELECTOR,
             port=KSERVE_PREDICTOR_PORT,
-            # Agents call the models; Prometheus scrapes /metrics on the same port.
-            client_namespaces=(AGENTIC_NAMESPACE, MONITORING_NAMESPACE),
+            # Agents call the models; Prometheus (unmeshed) scrapes /metrics on the same port.
+            client_namespaces=(AGENTIC_NAMESPACE,),
+            client_networks=tuple(scraper_networks),
         ),
         *(
             ServerAccess(
@@ -164,8 +169,8 @@ def platform_mesh_rules() -> tuple[ServerAccess, ...]:
                 server="metrics",
                 pod_selector={},
                 port=METRICS_PORT_NAME,
-                # Prometheus runs meshed in the monitoring namespace, so it presents a mesh identity.
-                client_namespaces=(MONITORING_NAMESPACE,),
+                # Prometheus runs unmeshed: admitted by the network its pods live in.
+                client_networks=tuple(scraper_networks),
             )
             for namespace in (INFERENCE_NAMESPACE, AGENTIC_NAMESPACE)
         ),

@@ -2,38 +2,51 @@
 
 Every platform namespace gets the same set of guardrails:
 
-- Pod Security Standards labels: ``restricted`` enforced wherever the workloads allow it (see
-  ``PLATFORM_NAMESPACES`` for why each namespace can), ``restricted`` audited and warned everywhere.
-- Linkerd mesh injection and ``all-authenticated`` as the default inbound policy, so traffic between
-  meshed pods is mTLS and a pod that is not on the mesh cannot call a meshed one unless a Linkerd
-  AuthorizationPolicy says so.
+- Pod Security Standards labels: the level ``PLATFORM_NAMESPACES`` gives the namespace enforced (and
+  the reason next to it), ``restricted`` audited and warned everywhere, so every deviation from
+  ``restricted`` is still reported where less is enforced.
+- The Linkerd mesh in ``MESHED_NAMESPACES`` only (see "Which namespaces are meshed" below): mesh
+  injection and ``all-authenticated`` as the default inbound policy, so traffic between meshed pods is
+  mTLS and a pod that is not on the mesh cannot call a meshed one unless a Linkerd AuthorizationPolicy
+  (with a NetworkAuthentication, k8s_charts/mesh_policy.py) says so.
 - A LimitRange that gives containers without requests sane ones (and a memory limit), so that every pod
   counts against the ResourceQuota and none lands on a node with no reservation at all.
 - A default-deny NetworkPolicy for Ingress and Egress plus explicit, data-driven allows (``NetworkAllow``):
-  DNS, the Linkerd control plane, the mesh's inbound proxy port, metrics scraping from ``monitoring``,
-  EKS Pod Identity credentials, and HTTPS to AWS APIs and the Kubernetes API. Other charts add their own
-  allows with ``network_policy`` (or the chart's ``extra_allows``), never by loosening these. Kubelet
-  probes need no rule: the EKS network policy agent always admits traffic between a pod and its own
-  node's address (aws/aws-network-policy-agent#65). Admission webhooks served from a platform namespace
-  (the Prometheus operator's, in ``monitoring``) are called by the control plane's ENIs and need an allow
-  from the add-on that deploys them.
+  DNS, metrics scraping from ``monitoring``, EKS Pod Identity credentials and HTTPS to AWS APIs and the
+  Kubernetes API everywhere; the Linkerd control plane and the mesh's inbound proxy port (4143) between
+  meshed namespaces only. Other charts add their own allows with ``network_policy`` (or the chart's
+  ``extra_allows``), never by loosening these. Kubelet probes need no rule: the EKS network policy agent
+  always admits traffic between a pod and its own node's address (aws/aws-network-policy-agent#65).
+  Admission webhooks served from a platform namespace (the Prometheus operator's, in ``monitoring``) are
+  called by the control plane's ENIs and need an allow from the add-on that deploys them.
 - A ResourceQuota for the namespaces with an entry in the stage's ``tenancy.quotas``: CPU and memory
   requests, a memory limit, whole GPUs and every MIG profile the cluster's layouts advertise.
 
 The cluster-wide PriorityClasses come from ``tenancy.priority_classes``. ``pdb`` is the helper workload
 charts call for "a PodDisruptionBudget for every workload with more than one replica".
 
-Prerequisites this chart relies on (the add-ons that deploy them must keep these settings):
+Which namespaces are meshed, and the Pod Security level that follows. Linkerd 2.20 runs here without its
+CNI plugin (``cniEnabled: false`` in platform_constructs/linkerd.py: the linkerd2-cni chart is not in the
+pinned k8s-reference), so the injector adds the ``linkerd-init`` init container to every meshed pod, with
+the ``NET_ADMIN`` and ``NET_RAW`` capabilities it needs to write the pod's iptables rules. ``restricted``
+and ``baseline`` both reject those capabilities, and 2.20 has no iptables-free mode (``proxy.nativeSidecar``
+still runs linkerd-init first). A namespace can therefore be meshed or enforce ``restricted``, not both:
 
-- Linkerd runs with its CNI plugin (``cniEnabled: true`` and the linkerd2-cni DaemonSet in its own
-  namespace). Without it the injector adds the ``linkerd-init`` container with ``NET_ADMIN`` and
-  ``NET_RAW``, which ``restricted`` (and ``baseline``) rejects, so no meshed pod would start. With the CNI
-  plugin the injected ``linkerd-proxy`` and ``linkerd-network-validator`` containers run as non-root with
-  all capabilities dropped and the RuntimeDefault seccomp profile, which ``restricted`` admits.
-- kube-prometheus-stack installs prometheus-node-exporter into ``NODE_EXPORTER_NAMESPACE``
-  (``prometheus-node-exporter.namespaceOverride``), because node-exporter needs hostNetwork, hostPID and
-  hostPath mounts; that is what lets ``monitoring`` itself stay ``restricted``. Grafana keeps
-  ``initChownData.enabled: false`` (the chown init container runs as root with CAP_CHOWN).
+- Meshed (``MESHED_NAMESPACES``): ``inference``, ``agentic`` and ``mlops``, the services that call each
+  other, where mTLS between them is the point of the mesh. They enforce ``privileged``; ``audit`` and
+  ``warn`` stay ``restricted``, so every deviation other than the mesh's init container is still reported.
+  Once the linkerd2-cni chart is pinned in k8s-reference (and ``cniEnabled: true``), they return to
+  ``restricted``.
+- Not meshed, enforcing ``restricted``: ``training`` (``linkerd.io/inject: disabled``: NCCL and Gloo
+  traffic would bypass the proxy anyway), ``research`` and ``development`` (notebooks) and ``monitoring``
+  (Prometheus scrapes the meshed pods' metrics ports as an unmeshed client, which the mesh admits through
+  the NetworkAuthentication rules of k8s_charts/mesh_policy.py).
+
+Prerequisites this chart relies on (the add-on that deploys them must keep these settings):
+kube-prometheus-stack installs prometheus-node-exporter into ``NODE_EXPORTER_NAMESPACE``
+(``prometheus-node-exporter.namespaceOverride``), because node-exporter needs hostNetwork, hostPID and
+hostPath mounts; that is what lets ``monitoring`` itself stay ``restricted``. Grafana keeps
+``initChownData.enabled: false`` (the chown init container runs as root with CAP_CHOWN).
 """
 
 from __future__ import annotations
@@ -53,36 +66,51 @@ PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
 Direction = Literal["Ingress", "Egress"]
 Protocol = Literal["TCP", "UDP", "SCTP"]
 
-# Platform namespace -> the Pod Security Standards level enforced there. Every one is ``restricted``:
+# Platform namespace -> the Pod Security Standards level enforced there (audit and warn are ``restricted``
+# everywhere). ``restricted`` wherever the namespace is not meshed; the meshed ones are ``privileged`` only
+# for Linkerd's init container (see the module docstring).
 PLATFORM_NAMESPACES: Final[Mapping[str, PodSecurityLevel]] = MappingProxyType(
     {
-        # GPUs come from the NVIDIA device plugin (a resource request, no privileged container or hostPath),
-        # EFA interfaces from the EFA device plugin (``vpc.amazonaws.com/efa``), and NCCL's shared memory
-        # from an emptyDir with ``medium: Memory``, a volume type restricted allows. The EKS AL2023 AMIs run
-        # containerd with an unlimited memlock limit, so EFA's pinned memory needs no IPC_LOCK capability
-        # (which only privileged would allow). Images must run as a non-root UID (runAsNonRoot).
+        # Not meshed (linkerd.io/inject: disabled): NCCL and Gloo open direct TCP connections between ranks
+        # on ports chosen at run time, which would bypass the proxy anyway, and EFA traffic never reaches the
+        # IP stack. GPUs come from the NVIDIA device plugin (a resource request, no privileged container or
+        # hostPath), EFA interfaces from the EFA device plugin (``vpc.amazonaws.com/efa``), and NCCL's shared
+        # memory from an emptyDir with ``medium: Memory``, a volume type restricted allows. The EKS AL2023
+        # AMIs run containerd with an unlimited memlock limit, so EFA's pinned memory needs no IPC_LOCK
+        # capability (which only privileged would allow). Images must run as a non-root UID (runAsNonRoot).
         "training": "restricted",
+        # inference, agentic and mlops are MESHED_NAMESPACES and enforce privileged ONLY because Linkerd runs
+        # without its CNI plugin (cniEnabled: false): the injector adds the linkerd-init init container, which
+        # needs the NET_ADMIN and NET_RAW capabilities to write the pod's iptables rules, and both restricted
+        # and baseline reject those. Once the linkerd2-cni chart is pinned in k8s-reference (and cniEnabled is
+        # true), these three return to restricted. Until then audit and warn stay restricted, so any other
+        # deviation shows up in the audit log and in kubectl/Helm warnings.
         # KServe/Triton/vLLM servers listen on unprivileged ports and need no host access; the GPU and MIG
-        # devices come from the device plugin. Injected init containers (KServe's storage-initializer, the
-        # Linkerd ones) must carry a restricted securityContext, which the platform's serving runtimes set.
-        "inference": "restricted",
+        # devices come from the device plugin. Their own init containers (KServe's storage-initializer) keep a
+        # restricted securityContext, so that audit and warn report only linkerd-init.
+        "inference": "privileged",
         # Agents are ordinary HTTP services and workers calling models and tools over the network.
-        "agentic": "restricted",
+        "agentic": "privileged",
         # MLflow, pipelines and the feature registry: web services and batch jobs with no host access.
-        "mlops": "restricted",
-        # Prometheus, Alertmanager, Grafana, kube-state-metrics and the operator all ship restricted
-        # securityContexts in kube-prometheus-stack. The one component that cannot be restricted,
-        # node-exporter (hostNetwork, hostPID, hostPath /, /proc, /sys), runs in NODE_EXPORTER_NAMESPACE,
-        # so the namespace that holds Prometheus's cluster-wide read access is not privileged.
+        "mlops": "privileged",
+        # Not meshed. Prometheus, Alertmanager, Grafana, kube-state-metrics and the operator all ship
+        # restricted securityContexts in kube-prometheus-stack. The one component that cannot be restricted,
+        # node-exporter (hostNetwork, hostPID, hostPath /, /proc, /sys), runs in NODE_EXPORTER_NAMESPACE, so
+        # the namespace that holds Prometheus's cluster-wide read access is not privileged. Prometheus scrapes
+        # the meshed pods' metrics ports as an unmeshed client; the mesh admits it through the
+        # NetworkAuthentication rules of k8s_charts/mesh_policy.py.
         "monitoring": "restricted",
-        # Notebooks and experiments: the notebook images run as a non-root user (jovyan, UID 1000); a
-        # researcher who needs root installs packages in the image, not in a running pod.
+        # Not meshed. Notebooks and experiments: the notebook images run as a non-root user (jovyan, UID
+        # 1000); a researcher who needs root installs packages in the image, not in a running pod.
         "research": "restricted",
-        # The same as research: development pods are the most likely to try root, hostPath or privileged
-        # debugging, which is exactly what must not reach a shared GPU node.
+        # Not meshed, the same as research: development pods are the most likely to try root, hostPath or
+        # privileged debugging, which is exactly what must not reach a shared GPU node.
         "development": "restricted",
     }
 )
+# The namespaces whose pods run a Linkerd proxy: the services that call each other, where mTLS between them
+# is the point of the mesh. Each enforces privileged in PLATFORM_NAMESPACES (linkerd-init, see there).
+MESHED_NAMESPACES: Final[frozenset[str]] = frozenset({"inference", "agentic", "mlops"})
 # prometheus-node-exporter reads the host's /proc, /sys and root file system from the host's network and
 # PID namespaces: that is the privileged profile (baseline already forbids hostNetwork, hostPID and
 # hostPath). It gets a namespace of its own, unmeshed (host-network pods are never injected) and without
@@ -101,6 +129,12 @@ LINKERD_ANNOTATIONS: Final[Mapping[str, str]] = MappingProxyType(
         # Only mTLS-authenticated (meshed) clients may connect unless an AuthorizationPolicy allows more.
         "config.linkerd.io/default-inbound-policy": "all-authenticated",
     }
+)
+# Namespace annotations of the platform namespaces that are not meshed. Training states its opt-out, since
+# its pods are the ones a chart might mesh by habit; a pod's own linkerd.io/inject annotation overrides the
+# namespace's, and restricted then rejects the injected linkerd-init at admission, which is the actual guard.
+UNMESHED_NAMESPACE_ANNOTATIONS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
+    {"training": MappingProxyType({"linkerd.io/inject": "disabled"})}
 )
 # Linkerd proxy ports (linkerd-control-plane values ``proxy.ports``).
 LINKERD_PROXY_INBOUND_PORT: Final = 4143
@@ -307,15 +341,20 @@ def _mesh_ports(*ports: int) -> tuple[PolicyPort, ...]:
 def baseline_allows(
     namespace: str, *, meshed_namespaces: Sequence[str], node_cidrs: Sequence[str] = ()
 ) -> tuple[NetworkAllow, ...]:
-    """Return the allows every platform namespace gets, plus those of ``namespace`` itself.
+    """Return the allows every platform namespace gets, the mesh's if it is meshed, and its own.
 
     Args:
         namespace: the platform namespace the allows are for.
-        meshed_namespaces: the namespaces whose pods run a Linkerd proxy (peers of the mesh rules).
+        meshed_namespaces: the namespaces whose pods run a Linkerd proxy (``MESHED_NAMESPACES`` in the
+            chart). Only these get the Linkerd control plane and mesh (4143) allows and the proxy admin
+            port in their metrics allow, and they are the peers of the mesh rules.
         node_cidrs: the node subnets; when given, ``monitoring`` may scrape node-exporter and the kubelets
             on them. Defaults to none (no node scraping allowed).
     """
     meshed = tuple(meshed_namespaces)
+    is_meshed = namespace in meshed
+    # Only meshed pods have a Linkerd proxy whose admin port (4191) serves metrics.
+    scraped = (PolicyPort(LINKERD_PROXY_ADMIN_PORT),) if is_meshed else ()
     allows = [
         NetworkAllow(
             name="dns",
@@ -324,6 +363,45 @@ def baseline_allows(
             ports=(PolicyPort(53, "UDP"), PolicyPort(53, "TCP")),
             reason="name resolution through CoreDNS (TCP for answers larger than a UDP datagram)",
         ),
+        NetworkAllow(
+            name="metrics-scraping",
+            direction="Ingress",
+            peers=(Peer(namespaces=(MONITORING_NAMESPACE,)),),
+            ports=(*scraped, PolicyPort(METRICS_PORT_NAME)),
+            reason="Prometheus scrapes containers' ports named 'metrics'"
+            + (" and the Linkerd proxy's admin port (4191)" if is_meshed else ""),
+        ),
+        NetworkAllow(
+            name="pod-identity",
+            direction="Egress",
+            peers=(Peer(cidr=POD_IDENTITY_AGENT_CIDR),),
+            ports=_mesh_ports(POD_IDENTITY_AGENT_PORT),
+            reason="the AWS SDKs fetch EKS Pod Identity credentials from the node's Pod Identity Agent",
+        ),
+        NetworkAllow(
+            name="https-egress",
+            direction="Egress",
+            peers=(Peer(cidr="0.0.0.0/0"),),
+            ports=_mesh_ports(443),
+            reason="AWS APIs (S3 through the gateway endpoint, STS, ECR, CloudWatch Logs, Secrets Manager "
+            "through interface endpoints, the rest through NAT) and the EKS API server, all on 443; S3 and "
+            "the endpoints have no fixed addresses a NetworkPolicy could name, so only the port is pinned",
+        ),
+    ]
+    if is_meshed:
+        allows += _mesh_allows(meshed)
+    allows += _namespace_allows(namespace, node_cidrs=node_cidrs)
+    return tuple(allows)
+
+
+def _mesh_allows(meshed: tuple[str, ...]) -> list[NetworkAllow]:
+    """Return the allows of a meshed namespace: its proxies' control plane, and 4143 to and from meshed peers.
+
+    An unmeshed client (Prometheus, a notebook) calling a meshed pod connects to the application port: the
+    pod's iptables rules redirect it to the proxy only inside the pod, after the NetworkPolicy has seen it, so
+    such callers need allows on the application port from the chart that serves it, not these.
+    """
+    return [
         NetworkAllow(
             name="linkerd-control-plane",
             direction="Egress",
@@ -353,41 +431,13 @@ def baseline_allows(
             "all-authenticated policy then admits only mTLS clients, and per-port rules between meshed pods "
             "belong in Linkerd Server/AuthorizationPolicy objects",
         ),
-        NetworkAllow(
-            name="metrics-scraping",
-            direction="Ingress",
-            peers=(Peer(namespaces=(MONITORING_NAMESPACE,)),),
-            ports=(PolicyPort(LINKERD_PROXY_ADMIN_PORT), PolicyPort(METRICS_PORT_NAME)),
-            reason="Prometheus scrapes the Linkerd proxy's admin port (4191) and containers' ports named "
-            "'metrics'",
-        ),
-        NetworkAllow(
-            name="pod-identity",
-            direction="Egress",
-            peers=(Peer(cidr=POD_IDENTITY_AGENT_CIDR),),
-            ports=_mesh_ports(POD_IDENTITY_AGENT_PORT),
-            reason="the AWS SDKs fetch EKS Pod Identity credentials from the node's Pod Identity Agent",
-        ),
-        NetworkAllow(
-            name="https-egress",
-            direction="Egress",
-            peers=(Peer(cidr="0.0.0.0/0"),),
-            ports=_mesh_ports(443),
-            reason="AWS APIs (S3 through the gateway endpoint, STS, ECR, CloudWatch Logs, Secrets Manager "
-            "through interface endpoints, the rest through NAT) and the EKS API server, all on 443; S3 and "
-            "the endpoints have no fixed addresses a NetworkPolicy could name, so only the port is pinned",
-        ),
     ]
-    allows += _namespace_allows(namespace, meshed=meshed, node_cidrs=node_cidrs)
-    return tuple(allows)
 
 
-def _namespace_allows(
-    namespace: str, *, meshed: tuple[str, ...], node_cidrs: Sequence[str]
-) -> list[NetworkAllow]:
+def _namespace_allows(namespace: str, *, node_cidrs: Sequence[str]) -> list[NetworkAllow]:
     allows: list[NetworkAllow] = []
     if namespace == "training":
-        # Distributed training is not meshed (pods opt out with linkerd.io/inject: disabled): NCCL and Gloo
+        # Distributed training is not meshed (the namespace has linkerd.io/inject: disabled): NCCL and Gloo
         # socket transports, torch c10d rendezvous and MPI use ports chosen at run time. EFA traffic uses
         # SRD below the IP stack and is not subject to NetworkPolicy at all.
         same_namespace = (Peer(),)
@@ -411,13 +461,11 @@ def _namespace_allows(
                 name="scrape-pods",
                 direction="Egress",
                 peers=(Peer(all_namespaces=True),),
-                ports=(
-                    PolicyPort(LINKERD_PROXY_ADMIN_PORT),
-                    PolicyPort(METRICS_PORT_NAME),
-                    PolicyPort(LINKERD_PROXY_INBOUND_PORT),
-                ),
-                reason="Prometheus scrapes proxies (4191) and 'metrics' ports in every namespace; scrapes of "
-                "meshed pods travel through their inbound proxy (4143)",
+                # Prometheus is not meshed: it connects to the metrics port itself, which a meshed pod's
+                # iptables rules redirect to the proxy only inside the pod, so 4143 is never on the wire.
+                ports=(PolicyPort(LINKERD_PROXY_ADMIN_PORT), PolicyPort(METRICS_PORT_NAME)),
+                reason="Prometheus scrapes Linkerd proxies (4191: meshed namespaces and the Linkerd control "
+                "plane) and 'metrics' ports in every namespace",
             )
         )
         if node_cidrs:
@@ -563,16 +611,21 @@ class TenancyChart(cdk8s.Chart):
             )
         super().__init__(scope, construct_id)
         version = f"v{kubernetes_version}"
-        meshed = tuple(PLATFORM_NAMESPACES)
+        meshed = tuple(namespace for namespace in PLATFORM_NAMESPACES if namespace in MESHED_NAMESPACES)
 
         for name, value in priority_classes.items():
             _priority_class(self, name, value, preempts=name not in non_preempting)
 
         for namespace, level in NODE_AGENT_NAMESPACES.items():
-            _namespace(self, namespace, level=level, version=version, meshed=False)
+            _namespace(self, namespace, level=level, version=version, annotations=None)
 
         for namespace, level in PLATFORM_NAMESPACES.items():
-            _namespace(self, namespace, level=level, version=version, meshed=True)
+            annotations = (
+                LINKERD_ANNOTATIONS
+                if namespace in MESHED_NAMESPACES
+                else UNMESHED_NAMESPACE_ANNOTATIONS.get(namespace)
+            )
+            _namespace(self, namespace, level=level, version=version, annotations=annotations)
             quota = quotas.get(namespace)
             max_memory_gib = (
                 min(max_container_memory_gib, quota.memory_gib) if quota else max_container_memory_gib
@@ -639,7 +692,12 @@ def _check_unique(namespace: str, allows: Iterable[NetworkAllow]) -> None:
 
 
 def _namespace(
-    scope: constructs.Construct, name: str, *, level: PodSecurityLevel, version: str, meshed: bool
+    scope: constructs.Construct,
+    name: str,
+    *,
+    level: PodSecurityLevel,
+    version: str,
+    annotations: Mapping[str, str] | None,
 ) -> cdk8s.ApiObject:
     labels = {f"{PSS_LABEL_PREFIX}/enforce": level, f"{PSS_LABEL_PREFIX}/enforce-version": version}
     # Audit and warn at restricted everywhere, also where less is enforced, so every exception shows up in
@@ -653,7 +711,7 @@ def _namespace(
         api_version="v1",
         kind="Namespace",
         metadata=cdk8s.ApiObjectMetadata(
-            name=name, labels=labels, annotations=dict(LINKERD_ANNOTATIONS) if meshed else None
+            name=name, labels=labels, annotations=dict(annotations) if annotations else None
         ),
     )
 

@@ -106,7 +106,7 @@ class PlatformServicesStack(PlatformStack):
                 cert_manager=self.cert_manager,
                 node_selector=SYSTEM_NODES,
                 high_availability=high_availability,
-                mesh_rules=platform_mesh_rules(),
+                mesh_rules=platform_mesh_rules(scraper_networks=node_cidrs),
             )
             # The Server and AuthorizationPolicy objects live in the platform namespaces the tenancy chart creates.
             self.linkerd.policy.node.add_dependency(self.tenancy)

@@ -54,6 +54,7 @@ from tests.support.k8s_reference import (
 
 KUBERNETES_VERSION = "1.35"
 SYSTEM = {"ml-platform/pool": "system"}
+SCRAPERS = ("10.0.64.0/18", "10.0.128.0/18")
 ALB_SUBNETS = ("10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/24")
 LINKERD_VERSION = "2026.6.3"
 CERT_MANAGER_VERSION = "v1.21.1"
@@ -112,7 +113,7 @@ def identity() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def policy() -> list[dict[str, Any]]:
-    return policy_manifests(platform_mesh_rules())
+    return policy_manifests(platform_mesh_rules(scraper_networks=SCRAPERS))
 
 
 def all_values() -> dict[str, tuple[str, str, dict[str, Any]]]:
@@ -788,12 +789,10 @@ def test_kserve_predictors_admit_agents_and_monitoring(policy: list[dict[str, An
     assert server["spec"]["port"] == 8080
     assert server["spec"]["podSelector"] == {"matchLabels": {"component": "predictor"}}
     mesh = find(policy, "MeshTLSAuthentication", "kserve-predictor-mesh-clients", "inference")
-    assert mesh["spec"]["identities"] == [
-        "*.agentic.serviceaccount.identity.linkerd.cluster.local",
-        "*.monitoring.serviceaccount.identity.linkerd.cluster.local",
-    ]
-    # Only meshed clients: the predictors are not behind the ALB.
-    assert not of_kind(policy, "NetworkAuthentication")
+    assert mesh["spec"]["identities"] == ["*.agentic.serviceaccount.identity.linkerd.cluster.local"]
+    # Prometheus is unmeshed: it is admitted from the node subnets, where its pod addresses live.
+    networks = find(policy, "NetworkAuthentication", "kserve-predictor-network-clients", "inference")
+    assert [n["cidr"] for n in networks["spec"]["networks"]] == list(SCRAPERS)
 
 
 def test_alb_clients_get_a_network_authentication_of_their_own() -> None:
@@ -826,9 +825,10 @@ def test_metrics_ports_admit_monitoring_only(policy: list[dict[str, Any]], names
         "port": "metrics",
         "proxyProtocol": "unknown",
     }
-    mesh = find(policy, "MeshTLSAuthentication", "metrics-mesh-clients", namespace)
-    assert mesh["spec"]["identities"] == ["*.monitoring.serviceaccount.identity.linkerd.cluster.local"]
-    assert not [m for m in of_kind(policy, "NetworkAuthentication") if m["metadata"]["namespace"] == namespace
+    networks = find(policy, "NetworkAuthentication", "metrics-network-clients", namespace)
+    assert [n["cidr"] for n in networks["spec"]["networks"]] == list(SCRAPERS)
+    # No mesh identity is admitted to the metrics ports: only the scrapers' networks.
+    assert not [m for m in of_kind(policy, "MeshTLSAuthentication") if m["metadata"]["namespace"] == namespace
                 and m["metadata"]["name"].startswith("metrics")]  # fmt: skip
 
 

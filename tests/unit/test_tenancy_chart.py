@@ -12,12 +12,14 @@ from config.loader import load_stage
 from config.model import NamespaceQuota
 from k8s_charts.tenancy import (
     LINKERD_PROXY_INBOUND_PORT,
+    MESHED_NAMESPACES,
     NODE_EXPORTER_NAMESPACE,
     PLATFORM_NAMESPACES,
     NetworkAllow,
     Peer,
     PolicyPort,
     TenancyChart,
+    baseline_allows,
     mig_resources_per_gpu,
     network_policy,
     pdb,
@@ -37,6 +39,9 @@ CHART_ARGS: dict[str, Any] = {
     "node_cidrs": PROD.network.node_subnets,
 }
 Manifests = list[dict[str, Any]]
+MESHED = ["inference", "agentic", "mlops"]
+UNMESHED = ["training", "monitoring", "research", "development"]
+MESH_ALLOWS = {"allow-linkerd-control-plane", "allow-mesh-egress", "allow-mesh-ingress"}
 
 
 def synth(**overrides: Any) -> Manifests:
@@ -78,10 +83,20 @@ def test_namespaces_emitted(manifests: Manifests) -> None:
     assert names == {*PLATFORM_NAMESPACES, NODE_EXPORTER_NAMESPACE}
 
 
-@pytest.mark.parametrize("namespace", list(PLATFORM_NAMESPACES))
-def test_platform_namespaces_enforce_restricted(manifests: Manifests, namespace: str) -> None:
-    labels = find(manifests, "Namespace", namespace)["metadata"]["labels"]
-    assert labels == {
+def test_only_the_service_namespaces_are_meshed() -> None:
+    assert set(MESHED) == MESHED_NAMESPACES
+    assert set(MESHED) | set(UNMESHED) == set(PLATFORM_NAMESPACES)
+
+
+def pod_security(manifests: Manifests, namespace: str) -> dict[str, str]:
+    labels: dict[str, str] = find(manifests, "Namespace", namespace)["metadata"]["labels"]
+    return labels
+
+
+@pytest.mark.parametrize("namespace", UNMESHED)
+def test_unmeshed_namespaces_enforce_restricted(manifests: Manifests, namespace: str) -> None:
+    assert PLATFORM_NAMESPACES[namespace] == "restricted"
+    assert pod_security(manifests, namespace) == {
         "pod-security.kubernetes.io/enforce": "restricted",
         "pod-security.kubernetes.io/enforce-version": "v1.35",
         "pod-security.kubernetes.io/audit": "restricted",
@@ -91,13 +106,39 @@ def test_platform_namespaces_enforce_restricted(manifests: Manifests, namespace:
     }
 
 
-@pytest.mark.parametrize("namespace", list(PLATFORM_NAMESPACES))
-def test_platform_namespaces_are_meshed(manifests: Manifests, namespace: str) -> None:
+@pytest.mark.parametrize("namespace", MESHED)
+def test_meshed_namespaces_enforce_privileged_but_audit_and_warn_restricted(
+    manifests: Manifests, namespace: str
+) -> None:
+    # linkerd-init needs NET_ADMIN and NET_RAW (no linkerd2-cni); every other deviation is still reported.
+    assert PLATFORM_NAMESPACES[namespace] == "privileged"
+    assert pod_security(manifests, namespace) == {
+        "pod-security.kubernetes.io/enforce": "privileged",
+        "pod-security.kubernetes.io/enforce-version": "v1.35",
+        "pod-security.kubernetes.io/audit": "restricted",
+        "pod-security.kubernetes.io/audit-version": "v1.35",
+        "pod-security.kubernetes.io/warn": "restricted",
+        "pod-security.kubernetes.io/warn-version": "v1.35",
+    }
+
+
+@pytest.mark.parametrize("namespace", MESHED)
+def test_meshed_namespaces_carry_the_linkerd_annotations(manifests: Manifests, namespace: str) -> None:
     annotations = find(manifests, "Namespace", namespace)["metadata"]["annotations"]
     assert annotations == {
         "linkerd.io/inject": "enabled",
         "config.linkerd.io/default-inbound-policy": "all-authenticated",
     }
+
+
+def test_training_opts_out_of_the_mesh_explicitly(manifests: Manifests) -> None:
+    annotations = find(manifests, "Namespace", "training")["metadata"]["annotations"]
+    assert annotations == {"linkerd.io/inject": "disabled"}
+
+
+@pytest.mark.parametrize("namespace", ["monitoring", "research", "development"])
+def test_other_unmeshed_namespaces_have_no_linkerd_annotations(manifests: Manifests, namespace: str) -> None:
+    assert "annotations" not in find(manifests, "Namespace", namespace)["metadata"]
 
 
 def test_node_exporter_namespace_is_privileged_and_unmeshed(manifests: Manifests) -> None:
@@ -301,13 +342,27 @@ def test_every_namespace_allows_dns(manifests: Manifests, namespace: str) -> Non
 def test_every_namespace_has_the_baseline_allows(manifests: Manifests, namespace: str) -> None:
     assert {
         "allow-dns",
-        "allow-linkerd-control-plane",
-        "allow-mesh-egress",
-        "allow-mesh-ingress",
         "allow-metrics-scraping",
         "allow-pod-identity",
         "allow-https-egress",
     } <= set(policies(manifests, namespace))
+
+
+@pytest.mark.parametrize("namespace", MESHED)
+def test_meshed_namespaces_have_the_mesh_allows(manifests: Manifests, namespace: str) -> None:
+    assert set(policies(manifests, namespace)) >= MESH_ALLOWS
+
+
+@pytest.mark.parametrize("namespace", UNMESHED)
+def test_unmeshed_namespaces_have_no_mesh_allows(manifests: Manifests, namespace: str) -> None:
+    assert not set(policies(manifests, namespace)) & MESH_ALLOWS
+
+
+def test_baseline_allows_follow_the_meshed_namespaces_given() -> None:
+    names = {allow.name for allow in baseline_allows("research", meshed_namespaces=["research"])}
+    assert {"linkerd-control-plane", "mesh-egress", "mesh-ingress"} <= names
+    names = {allow.name for allow in baseline_allows("inference", meshed_namespaces=["agentic"])}
+    assert not {"linkerd-control-plane", "mesh-egress", "mesh-ingress"} & names
 
 
 def test_linkerd_control_plane_ports(manifests: Manifests) -> None:
@@ -316,18 +371,32 @@ def test_linkerd_control_plane_ports(manifests: Manifests) -> None:
     assert [p["port"] for p in rule["ports"]] == [8080, 8086, 8090]
 
 
-def test_mesh_ingress_is_the_proxy_inbound_port_from_meshed_namespaces(manifests: Manifests) -> None:
-    [rule] = policies(manifests, "agentic")["allow-mesh-ingress"]["spec"]["ingress"]
-    [peer] = rule["from"]
-    assert peer["namespaceSelector"]["matchExpressions"][0]["values"] == list(PLATFORM_NAMESPACES)
+@pytest.mark.parametrize("direction", ["ingress", "egress"])
+def test_mesh_traffic_is_the_proxy_inbound_port_between_meshed_namespaces(
+    manifests: Manifests, direction: str
+) -> None:
+    [rule] = policies(manifests, "agentic")[f"allow-mesh-{direction}"]["spec"][direction]
+    [peer] = rule["from" if direction == "ingress" else "to"]
+    assert peer["namespaceSelector"]["matchExpressions"][0]["values"] == MESHED
     assert rule["ports"] == [{"protocol": "TCP", "port": LINKERD_PROXY_INBOUND_PORT}]
 
 
-def test_monitoring_may_scrape_proxies_and_metrics_ports(manifests: Manifests) -> None:
+def test_monitoring_may_scrape_proxies_and_metrics_ports_of_meshed_namespaces(manifests: Manifests) -> None:
     [rule] = policies(manifests, "mlops")["allow-metrics-scraping"]["spec"]["ingress"]
     assert rule["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     ]
+    assert [p["port"] for p in rule["ports"]] == [4191, "metrics"]
+
+
+def test_unmeshed_namespaces_have_no_proxy_port_to_scrape(manifests: Manifests) -> None:
+    [rule] = policies(manifests, "research")["allow-metrics-scraping"]["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == ["metrics"]
+
+
+def test_unmeshed_prometheus_scrapes_without_the_mesh_port(manifests: Manifests) -> None:
+    [rule] = policies(manifests, "monitoring")["allow-scrape-pods"]["spec"]["egress"]
+    assert rule["to"] == [{"namespaceSelector": {}}]
     assert [p["port"] for p in rule["ports"]] == [4191, "metrics"]
 
 
