@@ -3,6 +3,8 @@
 
 ``cdk synth`` builds every stage; ``-c stages=dev`` (``make synth STAGE=dev``) builds only those named.
 Every stage file is validated first, so a broken file fails before anything is synthesized.
+The pipeline stack (``config/delivery/pipeline.yaml``) deploys those same stage objects; it is built when
+every stage it promotes through is built, unless ``-c pipeline=false``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from pathlib import Path
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
+from config.delivery import PIPELINE_FILE, cdk_cli_version, load_pipeline_config
 from config.loader import load_stages
+from stacks.pipeline_stack import PipelineStack
 from stacks.platform_stage import PlatformStage, stage_construct_id
 
 
@@ -27,8 +31,27 @@ def build_app(stages: list[str] | None = None, outdir: str | None = None) -> cdk
         selected = app.node.try_get_context("stages")
         stages = [s for s in str(selected).split(",") if s] if selected else None
     configs = load_stages(stages)
-    for config in configs:
-        PlatformStage(app, stage_construct_id(config.stage), config=config)
+    built = {config.stage: PlatformStage(app, stage_construct_id(config.stage), config=config) for config in configs}
+    if PIPELINE_FILE.exists() and str(app.node.try_get_context("pipeline")).lower() != "false":
+        pipeline = load_pipeline_config(stage_configs=load_stages())
+        # A one-stage synth (STAGE=dev) is the fast inner loop: the pipeline needs all its stages.
+        if all(name in built for name in pipeline.stages):
+            tiers = {stage_construct_id(c.stage): c.tier for c in configs}
+            PipelineStack(
+                app,
+                "Pipeline",
+                stack_name="ml-platform-pipeline",
+                description="ml-platform: the CDK pipeline (toolchain account) promoting dev -> staging -> prod",
+                env=cdk.Environment(account=pipeline.account, region=pipeline.region),
+                repository=pipeline.repository,
+                branch=pipeline.branch,
+                connection_arn=pipeline.connection_arn,
+                stages=[built[name] for name in pipeline.stages],
+                cli_version=cdk_cli_version(),
+                smoke_test_urls={i: pipeline.staging_health_checks for i, t in tiers.items() if t == "staging"},
+                approval_stages=[i for i, t in tiers.items() if t == "prod"],
+                approvers=pipeline.prod_approvers,
+            )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app
 

@@ -13,6 +13,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from config.backup import BackupConfig, StageBackupConfig
 from config.catalog import (
     CACHE_NODE_MEMORY_GIB,
     CACHE_RESERVED_MEMORY_FRACTION,
@@ -22,6 +23,10 @@ from config.catalog import (
     instance_type,
 )
 from config.edge import EdgeConfig, StageEdgeConfig
+from config.inference import InferenceConfig
+from config.observability import ObservabilityConfig
+from config.workloads import WorkloadsConfig
+from config.workstation import CostConfig, WorkstationConfig
 
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (
@@ -473,10 +478,16 @@ class StageConfig(_Frozen):
     components: Components = Components()
     edge: StageEdgeConfig = EdgeConfig()
     # anchor: edge config
+    inference: InferenceConfig = InferenceConfig()
     # anchor: inference config
+    workloads: WorkloadsConfig = WorkloadsConfig()
     # anchor: workloads config
+    observability: ObservabilityConfig = ObservabilityConfig()
     # anchor: observability config
+    backup: StageBackupConfig = BackupConfig()
     # anchor: backup config
+    workstation: WorkstationConfig = WorkstationConfig()
+    cost: CostConfig = CostConfig()
     # anchor: delivery config
 
     @field_validator("stage")

@@ -25,10 +25,10 @@ finish, but linkerd-init still runs first. NET_ADMIN and NET_RAW are outside the
 level**; ``restricted`` or ``baseline`` namespaces can only run unmeshed pods. Moving to ``restricted``
 needs the linkerd2-cni chart pinned in the reference and ``cniEnabled: true`` here.
 
-Metrics: viz keeps its own Prometheus by default. The monitoring stack runs meshed, so it is installed
-after the control plane, while the control plane's PodMonitors (``podMonitor.enabled``) would need the
-monitoring stack's CRDs before it: a cycle. Viz's Prometheus (6h retention) only feeds the dashboard and
-``linkerd viz stat``; give ``prometheus_url`` once the monitoring stack scrapes the proxies to drop it.
+Metrics: viz keeps its own Prometheus by default (6h retention; it feeds the viz dashboard and
+``linkerd viz stat``). The monitoring stack runs unmeshed (k8s_charts/tenancy.py meshes only the service
+namespaces) and scrapes the proxies' admin port from the node subnets; give ``prometheus_url`` to drop
+viz's own Prometheus once the monitoring stack's PodMonitors cover the proxies.
 """
 
 from __future__ import annotations

@@ -253,6 +253,76 @@ class PlatformStage(cdk.Stage):
                 **common,
             )
         # anchor: inference stack
+        components = config.components
+        if components.eks and (components.agents or components.mlops or components.training):
+            # Imported here so that this block stays the stage's one insertion for the workloads area.
+            from stacks.workloads_stack import WorkloadsStack, agent_services
+
+            work = config.workloads
+            training = work.training
+            # Namespaces (tenancy) and, when the inference stack installs it, the External Secrets store.
+            workload_prerequisites: list[Construct] = [self.platform.tenancy]
+            if getattr(self, "inference", None) is not None:
+                workload_prerequisites.append(self.inference.secret_store)
+            self.workloads = WorkloadsStack(
+                self,
+                "Workloads",
+                stack_name=f"{prefix}-workloads",
+                description=f"{prefix}: agents, MLflow, Feast, Kubeflow Trainer, KubeRay, EMR on EKS, SageMaker",
+                cluster=self.cluster.cluster_ref,
+                name_prefix=prefix,
+                kubernetes_version=config.cluster.kubernetes_version,
+                vpc=self.network.vpc,
+                node_subnets=self.network.node_subnets,
+                data_subnet_cidrs=config.network.data_subnets,
+                datasets_bucket=self.data.datasets_bucket,
+                models_bucket=self.data.models_bucket,
+                data_key=self.data.data_key,
+                file_system=self.data.file_system,
+                checkpoints_access_point=self.data.checkpoints_access_point,
+                datasets_access_point=self.data.datasets_access_point,
+                database=self.data.database,
+                database_secret=self.data.database_secret,
+                cache_endpoint_address=self.data.cache_endpoint_address,
+                cache_auth_secret=self.data.cache_auth_secret,
+                node_pools=config.cluster.node_pools,
+                agents=agent_services(work.agents),
+                agents_priority_class="critical-agents" if config.is_prod else None,
+                mlflow_image_repository=work.mlflow.image.repository,
+                mlflow_image_tag=work.mlflow.image.tag,
+                mlflow_replicas=work.mlflow.replicas,
+                mlflow_cpu_millicores=work.mlflow.cpu_millicores,
+                mlflow_memory_mib=work.mlflow.memory_mib,
+                mlflow_database=work.mlflow.database,
+                database_client_image=work.database_client_image.ref,
+                feast_image=work.feast.image.ref,
+                feast_replicas=work.feast.replicas,
+                feast_cpu_millicores=work.feast.cpu_millicores,
+                feast_memory_mib=work.feast.memory_mib,
+                feast_materialization_schedule=work.feast.materialization_schedule,
+                feast_project=work.feast.project,
+                feast_database=work.feast.database,
+                wandb_enabled=work.wandb.enabled,
+                wandb_secret_name=work.wandb.secret_name,
+                pytorch_image=training.pytorch_image.ref,
+                ray_image=training.ray_image.ref,
+                ray_version=training.ray_version,
+                data_sync_image=training.data_sync_image.ref,
+                checkpoint_interval_minutes=training.checkpoint_interval_minutes,
+                spot_allowed=training.spot_allowed,
+                termination_grace_seconds=training.termination_grace_seconds,
+                example_workers=training.example_workers,
+                promotion_threshold=training.promotion_threshold,
+                emr_on_eks=work.data_processing.emr_on_eks,
+                sagemaker=work.data_processing.sagemaker,
+                agents_enabled=components.agents,
+                mlops_enabled=components.mlops,
+                training_enabled=components.training,
+                # The PodMonitor needs the Prometheus Operator CRDs: the monitoring stack must deploy first.
+                pod_monitor=components.monitoring,
+                prerequisites=workload_prerequisites,
+                **common,
+            )
         # anchor: workloads stack
         # Imported here so that this block stays the stage's one insertion for the observability area.
         from config.catalog import INSTANCE_TYPES
