@@ -30,7 +30,11 @@ class StorageClassesChart(cdk8s.Chart):
             ),
         ).add_json_patch(
             cdk8s.JsonPatch.add("/provisioner", "ebs.csi.aws.com"),
-            cdk8s.JsonPatch.add("/parameters", {"type": "gp3", "encrypted": "true", "fsType": "ext4"}),
+            # The tag puts every provisioned volume into the AWS Backup plan's EBS selection (BackupStack).
+            cdk8s.JsonPatch.add(
+                "/parameters",
+                {"type": "gp3", "encrypted": "true", "fsType": "ext4", "tagSpecification_1": "ml-platform/backup=true"},
+            ),
             # Bind where the pod lands, so the volume is created in the pod's zone.
             cdk8s.JsonPatch.add("/volumeBindingMode", "WaitForFirstConsumer"),
             cdk8s.JsonPatch.add("/allowVolumeExpansion", True),

@@ -212,7 +212,12 @@ def test_storage_classes_gp3_default_and_efs(assembly: CloudAssembly) -> None:
     gp3 = classes["gp3"]
     assert gp3["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
     assert gp3["provisioner"] == "ebs.csi.aws.com"
-    assert gp3["parameters"] == {"type": "gp3", "encrypted": "true", "fsType": "ext4"}
+    assert gp3["parameters"] == {
+        "type": "gp3",
+        "encrypted": "true",
+        "fsType": "ext4",
+        "tagSpecification_1": "ml-platform/backup=true",
+    }
     efs = classes["efs"]
     assert efs["provisioner"] == "efs.csi.aws.com"
     assert efs["parameters"]["provisioningMode"] == "efs-ap"
