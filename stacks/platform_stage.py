@@ -236,6 +236,7 @@ class PlatformStage(cdk.Stage):
                 cache_endpoint_address=self.data.cache_endpoint_address,
                 data_subnet_cidrs=config.network.data_subnets,
                 public_subnet_cidrs=config.network.public_subnets,
+                node_subnet_cidrs=config.network.node_subnets,
                 vllm=inference.vllm,
                 triton=inference.triton,
                 tgi=inference.tgi,
@@ -250,6 +251,9 @@ class PlatformStage(cdk.Stage):
                     edge_stack.controller.release if edge_stack is not None and edge_stack.controller else None
                 ),
                 namespaces_ready=self.platform.tenancy,
+                cert_manager=self.platform.cert_manager.release if self.platform.cert_manager else None,
+                # The proxy injector and the policy validator (Server, AuthorizationPolicy, HTTPRoute CRDs).
+                crds_ready=[self.platform.linkerd.control_plane] if self.platform.linkerd else [],
                 **common,
             )
         # anchor: inference stack
@@ -335,7 +339,8 @@ class PlatformStage(cdk.Stage):
         obs = config.observability
         # The DataStack keeps the replication group on its Cache construct and has no attribute for its id.
         cache_construct = self.data.node.find_child("Cache")
-        assert isinstance(cache_construct, Cache)
+        if not isinstance(cache_construct, Cache):
+            raise TypeError("DataStack's 'Cache' child is not a platform_constructs.cache.Cache")
         self.observability = ObservabilityStack(
             self,
             "Observability",
@@ -385,9 +390,8 @@ class PlatformStage(cdk.Stage):
                 logs_key=self.keys.logs_key,
                 node_selector={POOL_LABEL: "system"},
                 node_taints=sorted({(t.key, t.effect) for p in pools for t in p.taints}),
-                instance_hourly_usd={
-                    t: INSTANCE_TYPES[t].hourly_usd for p in pools for t in p.instance_types
-                },
+                node_cidrs=config.network.node_subnets,
+                instance_hourly_usd={t: INSTANCE_TYPES[t].hourly_usd for p in pools for t in p.instance_types},
                 thresholds=obs.thresholds,
                 container_log_group_name=container_log_group_name(config.project, config.stage),
                 container_log_retention_days=obs.container_log_retention_days,
@@ -467,6 +471,7 @@ class PlatformStage(cdk.Stage):
                 models_bucket=self.data.models_bucket,
                 data_key=self.data.data_key,
                 logs_key=self.keys.logs_key,
+                log_group_prefix=f"/{config.project}/{config.stage}/workstation",
                 log_retention_days=config.log_retention_days,
                 instance_type=workstation.instance_type,
                 gpu=workstation.gpu,
@@ -478,11 +483,11 @@ class PlatformStage(cdk.Stage):
                 cpu_alarm_percent=workstation.cpu_alarm_percent,
                 stop_hour_utc=workstation.stop_hour_utc,
                 ami_id=workstation.ami_id,
+                alarm_topic=self.observability.alarm_topic,
                 **common,
             )
         if config.cost.budget_monthly_usd is not None:
-            # A budget covers the whole stage. It alerts a topic of its own until the observability stack's
-            # alarm topic is passed here as alarm_topic.
+            # A budget covers the whole stage; it alerts the stage's alarm topic.
             self.cost = CostStack(
                 self,
                 "Cost",
@@ -493,6 +498,8 @@ class PlatformStage(cdk.Stage):
                 stage=config.stage,
                 limit_usd=config.cost.budget_monthly_usd,
                 alert_percentages=config.cost.budget_alert_percentages,
+                alarm_topic=self.observability.alarm_topic,
+                alarm_topic_key=self.observability.alarm_topic_key,
                 **common,
             )
         # anchor: workstation stack
