@@ -27,7 +27,8 @@ API_VERSION: Final = "external-secrets.io/v1"
 CLUSTER_SECRET_STORE: Final = "aws-secrets-manager"
 # Namespaces whose workloads hold credentials (database, cache, model and tracking API keys). Research and
 # development namespaces run arbitrary code and may not read them.
-SECRET_NAMESPACES: Final = ("inference", "agentic", "mlops")
+# Namespaces whose workloads read application secrets: the services, Grafana (monitoring), W&B (training).
+SECRET_NAMESPACES: Final = ("inference", "agentic", "mlops", "monitoring", "training")
 DEFAULT_REFRESH: Final = "1h"
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")

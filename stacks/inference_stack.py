@@ -31,12 +31,10 @@ from k8s_charts import inference as chart_base
 from k8s_charts.batch_inference import REQUESTS_PREFIX, RESULTS_PREFIX, BatchInferenceChart
 from k8s_charts.inference import InferenceCommonChart, Placement, placement
 from k8s_charts.kserve_models import KServeModelChart
-from k8s_charts.secrets import SecretStoreChart
 from k8s_charts.tgi import TgiChart
 from k8s_charts.triton import TritonChart
 from k8s_charts.vllm import VllmChart
 from platform_constructs.cache import CACHE_PORT
-from platform_constructs.external_secrets import ExternalSecretsOperator
 from platform_constructs.k8s_manifest import attach_chart
 from platform_constructs.keda import Keda
 from platform_constructs.kserve import KServe
@@ -58,8 +56,8 @@ class InferenceStack(PlatformStack):
         models_bucket: the bucket whose ``production/`` prefix holds the served models.
         datasets_bucket: the bucket batch inference reads requests from and writes results to.
         data_key: the key both buckets and the stage's secrets are encrypted with.
-        database_secret: the PostgreSQL admin secret (ESO may read it).
         cache_auth_secret: the cache's AUTH token (brought into the inference namespace).
+        secret_store: the External Secrets store (platform services stack) the ExternalSecrets use.
         cache_endpoint_address: the cache's configuration endpoint.
         data_subnet_cidrs: the isolated subnets of the cache (the servers' egress allow).
         public_subnet_cidrs: the public subnets (the ALB, admitted to vLLM's port).
@@ -94,8 +92,8 @@ class InferenceStack(PlatformStack):
         models_bucket: s3.IBucket,
         datasets_bucket: s3.IBucket,
         data_key: kms.IKey,
-        database_secret: secretsmanager.ISecret,
         cache_auth_secret: secretsmanager.ISecret,
+        secret_store: Construct,
         cache_endpoint_address: str,
         data_subnet_cidrs: Sequence[str],
         public_subnet_cidrs: Sequence[str],
@@ -133,20 +131,8 @@ class InferenceStack(PlatformStack):
         # Every chart writes into platform namespaces (or, for the store, serves them): they must exist first.
         prerequisites = [c for c in (namespaces_ready, *crds_ready) if c is not None]
 
-        self.external_secrets = ExternalSecretsOperator(
-            self,
-            "ExternalSecrets",
-            cluster=cluster,
-            node_selector=system_node_selector,
-            secrets=[database_secret, cache_auth_secret],
-            secret_name_prefix=f"{name_prefix}/",
-            secrets_key=data_key,
-        )
-        self.secret_store = attach_chart(
-            self, "SecretStore", cluster=cluster, chart=SecretStoreChart(charts, "secret-store", region=region)
-        )
-        # The release installs the ClusterSecretStore CRD and runs the controller that validates the store.
-        self.secret_store.node.add_dependency(self.external_secrets.release)
+        # The External Secrets store lives in the platform services stack (monitoring and workloads use it too).
+        self.secret_store = secret_store
 
         self.keda = Keda(self, "Keda", cluster=cluster, node_selector=system_node_selector)
 

@@ -13,14 +13,18 @@ from typing import Any
 
 import cdk8s
 from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from config.model import NamespaceQuota, NodePoolConfig
 from k8s_charts.gpu_sharing import GpuSharingChart
 from k8s_charts.mesh_policy import platform_mesh_rules
+from k8s_charts.secrets import SecretStoreChart
 from k8s_charts.tenancy import TenancyChart, mig_resources_per_gpu
 from platform_constructs import gpu_operator
 from platform_constructs.cert_manager import CertManager
+from platform_constructs.external_secrets import ExternalSecretsOperator
 from platform_constructs.gpu_operator import NvidiaGpuOperator
 from platform_constructs.k8s_manifest import attach_chart
 from platform_constructs.linkerd import Linkerd
@@ -42,6 +46,9 @@ class PlatformServicesStack(PlatformStack):
         node_cidrs: node subnet CIDRs (monitoring scrapes kubelet and node-exporter there).
         gpu_operator_enabled: install the GPU Operator.
         mesh_enabled: install cert-manager and Linkerd.
+        app_secrets: Secrets Manager secrets the External Secrets Operator may read (database, cache AUTH).
+        app_secret_prefix: name prefix of the stage's other application secrets (``<project>-<stage>/``).
+        secrets_key: the KMS key those secrets are encrypted with.
         high_availability: production replicas, anti-affinity and disruption budgets for the mesh.
     """
 
@@ -60,6 +67,9 @@ class PlatformServicesStack(PlatformStack):
         gpu_operator_enabled: bool,
         mesh_enabled: bool,
         high_availability: bool,
+        app_secrets: Sequence[secretsmanager.ISecret],
+        app_secret_prefix: str,
+        secrets_key: kms.IKey,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -78,6 +88,25 @@ class PlatformServicesStack(PlatformStack):
                 node_cidrs=node_cidrs,
             ),
         )
+        # The secrets path every workload uses: External Secrets Operator with Pod Identity, and one
+        # ClusterSecretStore on Secrets Manager. Here rather than with a consumer: monitoring, inference and the
+        # workloads all create ExternalSecrets, and monitoring must deploy before the others (their PodMonitors).
+        self.external_secrets = ExternalSecretsOperator(
+            self,
+            "ExternalSecrets",
+            cluster=cluster,
+            node_selector=SYSTEM_NODES,
+            secrets=app_secrets,
+            secret_name_prefix=app_secret_prefix,
+            secrets_key=secrets_key,
+        )
+        self.secret_store = attach_chart(
+            self, "SecretStore", cluster=cluster, chart=SecretStoreChart(charts, "secret-store", region=self.region)
+        )
+        # The release installs the ClusterSecretStore CRD and runs the controller that validates the store; the
+        # store admits the platform namespaces, which the tenancy chart creates.
+        self.secret_store.node.add_dependency(self.external_secrets.release, self.tenancy)
+
         self.gpu_operator: NvidiaGpuOperator | None = None
         if gpu_operator_enabled and any(p.gpu_instance_types for p in node_pools):
             self.gpu_operator = NvidiaGpuOperator(self, "GpuOperator", cluster=cluster, node_selector=SYSTEM_NODES)

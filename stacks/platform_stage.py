@@ -163,6 +163,9 @@ class PlatformStage(cdk.Stage):
                 gpu_operator_enabled=config.components.gpu_operator,
                 mesh_enabled=config.components.linkerd,
                 high_availability=config.is_prod,
+                app_secrets=[self.data.database_secret, self.data.cache_auth_secret],
+                app_secret_prefix=f"{prefix}/",
+                secrets_key=self.data.data_key,
                 **common,
             )
             # Every workload the stage applies must fit a node pool and its namespace quota (fails synth if not).
@@ -231,8 +234,8 @@ class PlatformStage(cdk.Stage):
                 models_bucket=self.data.models_bucket,
                 datasets_bucket=self.data.datasets_bucket,
                 data_key=self.data.data_key,
-                database_secret=self.data.database_secret,
                 cache_auth_secret=self.data.cache_auth_secret,
+                secret_store=self.platform.secret_store,
                 cache_endpoint_address=self.data.cache_endpoint_address,
                 data_subnet_cidrs=config.network.data_subnets,
                 public_subnet_cidrs=config.network.public_subnets,
@@ -265,9 +268,7 @@ class PlatformStage(cdk.Stage):
             work = config.workloads
             training = work.training
             # Namespaces (tenancy) and, when the inference stack installs it, the External Secrets store.
-            workload_prerequisites: list[Construct] = [self.platform.tenancy]
-            if getattr(self, "inference", None) is not None:
-                workload_prerequisites.append(self.inference.secret_store)
+            workload_prerequisites: list[Construct] = [self.platform.tenancy, self.platform.secret_store]
             self.workloads = WorkloadsStack(
                 self,
                 "Workloads",
@@ -371,11 +372,8 @@ class PlatformStage(cdk.Stage):
         if config.components.eks and config.components.monitoring:
             pools = config.cluster.node_pools
             # The tenancy chart creates the monitoring and node-exporter namespaces; Grafana's ExternalSecret
-            # needs the External Secrets store (installed by the inference stack).
-            monitoring_prerequisites: list[Construct] = [self.platform.tenancy]
-            inference_stack = getattr(self, "inference", None)
-            if inference_stack is not None:
-                monitoring_prerequisites.append(inference_stack.secret_store)
+            # needs the External Secrets store (platform services stack).
+            monitoring_prerequisites: list[Construct] = [self.platform.tenancy, self.platform.secret_store]
             prometheus = obs.prometheus
             self.monitoring = MonitoringStack(
                 self,
@@ -406,6 +404,11 @@ class PlatformStage(cdk.Stage):
                 prerequisites=monitoring_prerequisites,
                 **common,
             )
+            # The inference servers' and training jobs' PodMonitors need the Prometheus Operator CRDs that the
+            # monitoring stack's release installs.
+            for consumer in (getattr(self, "inference", None), getattr(self, "workloads", None)):
+                if consumer is not None:
+                    consumer.add_stack_dependency(self.monitoring, "PodMonitor objects need the monitoring CRDs")
         # anchor: observability stack
         if config.components.backup:
             # Imported here so that this block stays the stage's one insertion for the backup area.

@@ -731,7 +731,7 @@ def test_cluster_secret_store_uses_the_controller_identity_and_limits_namespaces
     assert store["apiVersion"] == "external-secrets.io/v1"
     aws = store["spec"]["provider"]["aws"]
     assert aws == {"service": "SecretsManager", "region": "us-east-1"}  # no auth block, no keys
-    assert store["spec"]["conditions"] == [{"namespaces": ["inference", "agentic", "mlops"]}]
+    assert store["spec"]["conditions"] == [{"namespaces": ["inference", "agentic", "mlops", "monitoring", "training"]}]
 
 
 def test_external_secret_maps_keys_and_properties() -> None:
@@ -809,7 +809,6 @@ def test_each_stage_deploys_the_inference_stack_with_pinned_add_ons(assembly: Cl
     for stage in ("Dev", "Staging", "Prod"):
         charts = {(r.chart, r.version) for r in helm_releases(assembly) if r.stage == stage and r.stack == "Inference"}
         assert charts == {
-            ("external-secrets", "2.9.0"),
             ("keda", "2.20.2"),
             ("kserve-crd", "v0.20.0"),
             ("kserve-resources", "v0.20.0"),
@@ -843,12 +842,12 @@ def test_model_server_roles_read_only_production_models(assembly: CloudAssembly)
     }
     associations = [v["Properties"] for v in resources.values() if v["Type"] == "AWS::EKS::PodIdentityAssociation"]
     accounts = {(a["Namespace"], a["ServiceAccount"]) for a in associations}
-    assert {("inference", "vllm"), ("external-secrets", "external-secrets"), ("keda", "keda-operator"),
-            ("inference", "batch-inference")} <= accounts  # fmt: skip
+    assert {("inference", "vllm"), ("keda", "keda-operator"), ("inference", "batch-inference")} <= accounts
 
 
 def test_external_secrets_reads_only_this_stage_s_secrets(assembly: CloudAssembly) -> None:
-    resources = assembly.stack("Dev", "Inference").resources
+    # The operator and its store live in the platform services stack (monitoring and workloads use them too).
+    resources = assembly.stack("Dev", "Platform").resources
     policy = next(v for k, v in resources.items() if k.startswith("ExternalSecretsControllerPolicy"))
     read = next(s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Sid"] == "ReadStageSecrets")
     assert sorted(read["Action"]) == ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"]
@@ -859,8 +858,10 @@ def test_external_secrets_reads_only_this_stage_s_secrets(assembly: CloudAssembl
 
 def test_deployed_inference_objects_match_the_stage(assembly: CloudAssembly) -> None:
     prod = objects_of(assembly, "Prod")
-    assert {"ClusterSecretStore", "ExternalSecret", "ScaledObject", "ScaledJob", "HTTPRoute", "InferenceService",
+    assert {"ExternalSecret", "ScaledObject", "ScaledJob", "HTTPRoute", "InferenceService",
             "TargetGroupBinding"} <= kinds(prod)  # fmt: skip
+    platform = [o for _, o in template_objects(assembly.stack("Prod", "Platform").template)]
+    assert "ClusterSecretStore" in kinds(platform)
     assert not [o for o in prod if o["kind"] == "Secret"]
     dev = objects_of(assembly, "Dev")
     assert find(dev, "ScaledObject", "vllm")["spec"]["minReplicaCount"] == 0
