@@ -63,3 +63,16 @@ bench: install ## wall time and peak memory of a full synth, a one-stage synth a
 
 clean: ## remove build output (keeps the installed toolchains)
 	rm -rf cdk.out dist .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: cost diagram
+
+cost: synth ## estimated monthly cost per stage and component (cdk.out + stage configs, dated prices)
+	$(VENV)/bin/python -m scripts.cost cdk.out
+
+diagram: synth ## draw each stage as SVG into dist/diagrams/ (dev and prod also into docs/diagrams/)
+	$(VENV)/bin/python -m scripts.diagram cdk.out dist/diagrams docs/diagrams
+
+.PHONY: guard
+BASE ?= origin/main
+guard: install ## fail when a stateful resource would be removed or replaced compared with BASE (a git ref)
+	$(VENV)/bin/python -m scripts.guard --base $(BASE)

@@ -33,8 +33,9 @@ def build_app(stages: list[str] | None = None, outdir: str | None = None) -> cdk
     configs = load_stages(stages)
     built = {config.stage: PlatformStage(app, stage_construct_id(config.stage), config=config) for config in configs}
     if PIPELINE_FILE.exists() and str(app.node.try_get_context("pipeline")).lower() != "false":
-        pipeline = load_pipeline_config(stage_configs=load_stages())
-        # A one-stage synth (STAGE=dev) is the fast inner loop: the pipeline needs all its stages.
+        pipeline = load_pipeline_config(stage_configs=configs if stages is None else load_stages())
+        # A one-stage synth (STAGE=dev) is the fast inner loop: the pipeline needs all its stages. Built last:
+        # add_stage synthesizes each stage it is given, so nothing may be added to a stage after this.
         if all(name in built for name in pipeline.stages):
             tiers = {stage_construct_id(c.stage): c.tier for c in configs}
             PipelineStack(
