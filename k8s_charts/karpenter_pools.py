@@ -35,10 +35,8 @@ import constructs
 from config.catalog import INSTANCE_TYPES
 from config.model import Mig, NodePoolConfig, TimeSlicing
 from config.pools import (
-    DEVICE_PLUGIN_CONFIG_LABEL,
     POOL_LABEL,
     WORKLOAD_TYPE_LABEL,
-    device_plugin_config_name,
     gpus_per_node,
     node_labels,
 )

@@ -518,9 +518,7 @@ def _webhook_certificates(scope: constructs.Construct) -> list[cdk8s.ApiObject]:
 def _trust_roots_sync(scope: constructs.Construct, node_selector: Mapping[str, str]) -> list[cdk8s.ApiObject]:
     """Return the service account, RBAC, script, install-time Job and hourly CronJob of the bundle sync."""
     labels = {"app.kubernetes.io/name": SYNC_NAME, "app.kubernetes.io/part-of": "ml-platform"}
-    account = _api_object(
-        scope, "sync-service-account", api_version="v1", kind="ServiceAccount", name=SYNC_NAME
-    )
+    account = _api_object(scope, "sync-service-account", api_version="v1", kind="ServiceAccount", name=SYNC_NAME)
     role = _api_object(
         scope,
         "sync-role",

@@ -127,17 +127,13 @@ class ServerAccess:
             try:
                 ipaddress.ip_network(cidr, strict=True)
             except ValueError as error:
-                raise ValueError(
-                    f"{where}: client network {cidr!r} is not a CIDR such as 10.0.1.0/24"
-                ) from error
+                raise ValueError(f"{where}: client network {cidr!r} is not a CIDR such as 10.0.1.0/24") from error
 
     @property
     def identities(self) -> tuple[str, ...]:
         """Return the mTLS identities of the meshed clients (``*.<namespace>...`` for a whole namespace)."""
         identities = [identity_name(namespace) for namespace in self.client_namespaces]
-        identities += [
-            identity_name(namespace, account) for namespace, account in self.client_service_accounts
-        ]
+        identities += [identity_name(namespace, account) for namespace, account in self.client_service_accounts]
         return tuple(dict.fromkeys(identities))
 
 
@@ -184,9 +180,7 @@ class MeshPolicyChart(cdk8s.Chart):
         rules: the rules; each (namespace, server) and each (namespace, pod selector, port) once.
     """
 
-    def __init__(
-        self, scope: constructs.Construct, construct_id: str, *, rules: Sequence[ServerAccess]
-    ) -> None:
+    def __init__(self, scope: constructs.Construct, construct_id: str, *, rules: Sequence[ServerAccess]) -> None:
         _check_unique(rules)
         super().__init__(scope, construct_id)
         for rule in rules:

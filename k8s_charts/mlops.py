@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -176,9 +177,18 @@ def resources(*, cpu_millicores: int, memory_mib: int, extra: Mapping[str, int |
     return {"requests": requests, "limits": limits}
 
 
+# CDK token strings (``${Token[TOKEN.123]}``) number tokens in creation order, so they differ whenever any
+# construct is added elsewhere in the app; they stand for deploy-time values the hash cannot see anyway.
+_CDK_TOKEN = re.compile(r"[$#]\{Token\[[^\]]*\]\}")
+
+
 def content_hash(data: Any) -> str:
-    """Return a short, stable hash of JSON-serializable ``data`` (versioned names, rollout annotations)."""
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+    """Return a short, stable hash of JSON-serializable ``data`` (versioned names, rollout annotations).
+
+    Deploy-time values (CDK tokens) hash as one placeholder, so the name only changes with what synth knows.
+    """
+    text = _CDK_TOKEN.sub("${deploy-time}", json.dumps(data, sort_keys=True))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def aws_env(region: str) -> list[dict[str, str]]:

@@ -116,9 +116,7 @@ MESHED_NAMESPACES: Final[frozenset[str]] = frozenset({"inference", "agentic", "m
 # hostPath). It gets a namespace of its own, unmeshed (host-network pods are never injected) and without
 # NetworkPolicies (they do not apply to host-network pods).
 NODE_EXPORTER_NAMESPACE: Final = "node-exporter"
-NODE_AGENT_NAMESPACES: Final[Mapping[str, PodSecurityLevel]] = MappingProxyType(
-    {NODE_EXPORTER_NAMESPACE: "privileged"}
-)
+NODE_AGENT_NAMESPACES: Final[Mapping[str, PodSecurityLevel]] = MappingProxyType({NODE_EXPORTER_NAMESPACE: "privileged"})
 
 PSS_LABEL_PREFIX: Final = "pod-security.kubernetes.io"
 MONITORING_NAMESPACE: Final = "monitoring"
@@ -280,9 +278,7 @@ class Peer:
         elif len(self.namespaces) == 1:
             # The API server sets kubernetes.io/metadata.name on every namespace (immutable, unlike a name
             # label a tenant could copy onto its own namespace).
-            rendered["namespaceSelector"] = {
-                "matchLabels": {"kubernetes.io/metadata.name": self.namespaces[0]}
-            }
+            rendered["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": self.namespaces[0]}}
         elif self.namespaces:
             rendered["namespaceSelector"] = {
                 "matchExpressions": [
@@ -322,9 +318,7 @@ class NetworkAllow:
             raise ValueError(f"allow name {self.name!r} must be lowercase alphanumerics and '-' (at most 47)")
         if not self.peers:
             raise ValueError(f"allow {self.name} has no peers: an allow without peers would allow everyone")
-        rule: dict[str, Any] = {
-            ("from" if self.direction == "Ingress" else "to"): [p.render() for p in self.peers]
-        }
+        rule: dict[str, Any] = {("from" if self.direction == "Ingress" else "to"): [p.render() for p in self.peers]}
         if self.ports:
             rule["ports"] = [p.render() for p in self.ports]
         return {
@@ -606,9 +600,7 @@ class TenancyChart(cdk8s.Chart):
                 "a default above the limit or the maximum would reject every pod that sets none"
             )
         if default_cpu_request_millicores <= 0:
-            raise ValueError(
-                f"default_cpu_request_millicores {default_cpu_request_millicores} must be positive"
-            )
+            raise ValueError(f"default_cpu_request_millicores {default_cpu_request_millicores} must be positive")
         super().__init__(scope, construct_id)
         version = f"v{kubernetes_version}"
         meshed = tuple(namespace for namespace in PLATFORM_NAMESPACES if namespace in MESHED_NAMESPACES)
@@ -621,15 +613,11 @@ class TenancyChart(cdk8s.Chart):
 
         for namespace, level in PLATFORM_NAMESPACES.items():
             annotations = (
-                LINKERD_ANNOTATIONS
-                if namespace in MESHED_NAMESPACES
-                else UNMESHED_NAMESPACE_ANNOTATIONS.get(namespace)
+                LINKERD_ANNOTATIONS if namespace in MESHED_NAMESPACES else UNMESHED_NAMESPACE_ANNOTATIONS.get(namespace)
             )
             _namespace(self, namespace, level=level, version=version, annotations=annotations)
             quota = quotas.get(namespace)
-            max_memory_gib = (
-                min(max_container_memory_gib, quota.memory_gib) if quota else max_container_memory_gib
-            )
+            max_memory_gib = min(max_container_memory_gib, quota.memory_gib) if quota else max_container_memory_gib
             if max_memory_gib * 1024 < default_memory_limit_mib:
                 raise ValueError(
                     f"quotas.{namespace}.memory_gib ({max_memory_gib}) is below default_memory_limit_mib "
@@ -685,9 +673,7 @@ def _check_unique(namespace: str, allows: Iterable[NetworkAllow]) -> None:
     seen: set[str] = set()
     for allow in allows:
         if allow.name in seen:
-            raise ValueError(
-                f"namespace {namespace}: two allows are named {allow.name}; give each its own name"
-            )
+            raise ValueError(f"namespace {namespace}: two allows are named {allow.name}; give each its own name")
         seen.add(allow.name)
 
 

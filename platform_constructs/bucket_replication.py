@@ -48,13 +48,9 @@ class BucketReplication(Construct):
         super().__init__(scope, construct_id)
         stack = cdk.Stack.of(self)
         if destination_region == stack.region:
-            raise ValueError(
-                f"replication destination {destination_region} is the stack's own region: pick another"
-            )
+            raise ValueError(f"replication destination {destination_region} is the stack's own region: pick another")
         partition = stack.partition
-        destination_key_arn = (
-            f"arn:{partition}:kms:{destination_region}:{stack.account}:{destination_key_alias}"
-        )
+        destination_key_arn = f"arn:{partition}:kms:{destination_region}:{stack.account}:{destination_key_alias}"
         # Literal ARNs on both sides: the source buckets name this role, so a GetAtt of theirs in its
         # policy would be a dependency cycle.
         source_arns = [f"arn:{partition}:s3:::{_literal_name(pair.source)}" for pair in pairs]
@@ -133,13 +129,9 @@ class BucketReplication(Construct):
                         status="Enabled",
                         priority=1,
                         filter=s3.CfnBucket.ReplicationRuleFilterProperty(prefix=""),
-                        delete_marker_replication=s3.CfnBucket.DeleteMarkerReplicationProperty(
-                            status="Enabled"
-                        ),
+                        delete_marker_replication=s3.CfnBucket.DeleteMarkerReplicationProperty(status="Enabled"),
                         source_selection_criteria=s3.CfnBucket.SourceSelectionCriteriaProperty(
-                            sse_kms_encrypted_objects=s3.CfnBucket.SseKmsEncryptedObjectsProperty(
-                                status="Enabled"
-                            )
+                            sse_kms_encrypted_objects=s3.CfnBucket.SseKmsEncryptedObjectsProperty(status="Enabled")
                         ),
                         destination=s3.CfnBucket.ReplicationDestinationProperty(
                             bucket=destination_arn,
@@ -181,7 +173,5 @@ def _cfn_bucket(bucket: s3.Bucket) -> s3.CfnBucket:
 def _literal_name(bucket: s3.Bucket) -> str:
     name = _cfn_bucket(bucket).bucket_name
     if name is None or cdk.Token.is_unresolved(name):
-        raise ValueError(
-            f"{bucket.node.path}: replication needs a bucket with an explicit, literal bucket_name"
-        )
+        raise ValueError(f"{bucket.node.path}: replication needs a bucket with an explicit, literal bucket_name")
     return name

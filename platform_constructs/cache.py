@@ -85,9 +85,7 @@ class Cache(Construct):
             description=f"{engine}: {CACHE_PORT} from the cluster nodes only",
             allow_all_outbound=False,
         )
-        self.security_group.add_ingress_rule(
-            client_security_group, ec2.Port.tcp(CACHE_PORT), "Cache from the nodes"
-        )
+        self.security_group.add_ingress_rule(client_security_group, ec2.Port.tcp(CACHE_PORT), "Cache from the nodes")
         subnet_group = elasticache.CfnSubnetGroup(
             self,
             "SubnetGroup",

@@ -78,16 +78,12 @@ class Database(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         if engine_version not in ENGINE_VERSIONS:
-            raise ValueError(
-                f"postgres engine version {engine_version!r} is not one of {', '.join(ENGINE_VERSIONS)}"
-            )
+            raise ValueError(f"postgres engine version {engine_version!r} is not one of {', '.join(ENGINE_VERSIONS)}")
         if not instance_class.startswith("db."):
             raise ValueError(f"{instance_class!r} is not an RDS instance class such as db.r7g.large")
         engine = rds.DatabaseInstanceEngine.postgres(version=ENGINE_VERSIONS[engine_version])
         helper_removal = (
-            cdk.RemovalPolicy.DESTROY
-            if removal_policy == cdk.RemovalPolicy.DESTROY
-            else cdk.RemovalPolicy.RETAIN
+            cdk.RemovalPolicy.DESTROY if removal_policy == cdk.RemovalPolicy.DESTROY else cdk.RemovalPolicy.RETAIN
         )
 
         self.security_group = ec2.SecurityGroup(

@@ -61,9 +61,7 @@ class SharedFileSystem(Construct):
             description="EFS mount targets: NFS from the cluster nodes only",
             allow_all_outbound=False,
         )
-        self.security_group.add_ingress_rule(
-            client_security_group, ec2.Port.tcp(NFS_PORT), "NFS from the nodes"
-        )
+        self.security_group.add_ingress_rule(client_security_group, ec2.Port.tcp(NFS_PORT), "NFS from the nodes")
         self.file_system = efs.FileSystem(
             self,
             "Resource",
@@ -99,9 +97,7 @@ class SharedFileSystem(Construct):
                 file_system=self.file_system,
                 path=path,
                 posix_user=efs.PosixUser(uid=POSIX_UID, gid=POSIX_GID),
-                create_acl=efs.Acl(
-                    owner_uid=POSIX_UID, owner_gid=POSIX_GID, permissions=ROOT_DIRECTORY_PERMISSIONS
-                ),
+                create_acl=efs.Acl(owner_uid=POSIX_UID, owner_gid=POSIX_GID, permissions=ROOT_DIRECTORY_PERMISSIONS),
             )
             for construct_id_, path in ACCESS_POINT_PATHS.items()
         }

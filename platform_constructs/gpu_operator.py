@@ -29,9 +29,7 @@ from k8s_charts.gpu_sharing import (
 from platform_constructs.helm_addon import HelmAddon, HelmChartRef
 
 # ../shared/k8s-reference/SOURCES.md: https://helm.ngc.nvidia.com/nvidia -> nvidia/gpu-operator v26.7.0
-CHART: Final = HelmChartRef(
-    repository="https://helm.ngc.nvidia.com/nvidia", chart="gpu-operator", version="v26.7.0"
-)
+CHART: Final = HelmChartRef(repository="https://helm.ngc.nvidia.com/nvidia", chart="gpu-operator", version="v26.7.0")
 NAMESPACE: Final = "gpu-operator"
 # The cluster-wide MIG strategy (see k8s_charts/gpu_sharing.py: it overrides every node's config file).
 MIG_STRATEGY: Final = "mixed"

@@ -157,12 +157,8 @@ class DataStack(PlatformStack):
                 self,
                 "Replication",
                 pairs=[
-                    ReplicationPair(
-                        source=self.datasets_bucket, destination_bucket_name=replica.datasets_bucket_name
-                    ),
-                    ReplicationPair(
-                        source=self.models_bucket, destination_bucket_name=replica.models_bucket_name
-                    ),
+                    ReplicationPair(source=self.datasets_bucket, destination_bucket_name=replica.datasets_bucket_name),
+                    ReplicationPair(source=self.models_bucket, destination_bucket_name=replica.models_bucket_name),
                 ],
                 source_key=self.data_key,
                 destination_region=replica.region,
@@ -211,9 +207,7 @@ class DataStack(PlatformStack):
             deletion_protection=deletion_protection,
             # A deleted database leaves a final snapshot unless the stage is disposable.
             removal_policy=(
-                cdk.RemovalPolicy.DESTROY
-                if removal_policy == cdk.RemovalPolicy.DESTROY
-                else cdk.RemovalPolicy.SNAPSHOT
+                cdk.RemovalPolicy.DESTROY if removal_policy == cdk.RemovalPolicy.DESTROY else cdk.RemovalPolicy.SNAPSHOT
             ),
         )
         self.database = database.instance

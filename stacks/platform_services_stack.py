@@ -138,4 +138,5 @@ class PlatformServicesStack(PlatformStack):
                 mesh_rules=platform_mesh_rules(scraper_networks=node_cidrs),
             )
             # The Server and AuthorizationPolicy objects live in the platform namespaces the tenancy chart creates.
-            self.linkerd.policy.node.add_dependency(self.tenancy)
+            if self.linkerd.policy is not None:
+                self.linkerd.policy.node.add_dependency(self.tenancy)

@@ -111,9 +111,7 @@ def _name(config: StageConfig, purpose: str, region: str | None = None) -> str:
 def test_stateful_logical_ids_are_stable(synthesized: Synthesized, stage: str) -> None:
     resources = synthesized.stages[stage].resources
     for logical_id, resource_type in DATA_STATEFUL_IDS.items():
-        assert logical_id in resources, (
-            f"{stage}: {logical_id} ({resource_type}) renamed: it would be replaced"
-        )
+        assert logical_id in resources, f"{stage}: {logical_id} ({resource_type}) renamed: it would be replaced"
         assert resources[logical_id]["Type"] == resource_type
 
 
@@ -128,9 +126,7 @@ def test_prod_retains_state_and_snapshots_the_database(prod: Built) -> None:
     for logical_id in DATA_STATEFUL_IDS:
         expected = "Snapshot" if logical_id == "DatabaseF44359DD" else "Retain"
         resource = prod.resources[logical_id]
-        assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == (expected, expected), (
-            logical_id
-        )
+        assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == (expected, expected), logical_id
     assert prod.replica_template is not None
     replica = prod.replica_template.to_json()["Resources"]
     for logical_id in REPLICA_STATEFUL_IDS:
@@ -155,9 +151,7 @@ def test_dev_destroys_its_state(dev: Built) -> None:
     assert dev.config.data.removal_policy == "destroy"
     for logical_id in DATA_STATEFUL_IDS:
         resource = dev.resources[logical_id]
-        assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Delete", "Delete"), (
-            logical_id
-        )
+        assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Delete", "Delete"), logical_id
 
 
 def test_termination_protection_follows_config(dev: Built, prod: Built) -> None:
@@ -287,9 +281,7 @@ def test_fails_when_bucket_name_breaks_s3_rules() -> None:
 
 def test_fails_when_bucket_name_gets_an_unresolved_account() -> None:
     with pytest.raises(ValueError, match="explicit env"):
-        bucket_name(
-            prefix="ml-platform-dev", purpose="datasets", account=cdk.Aws.ACCOUNT_ID, region="us-east-1"
-        )
+        bucket_name(prefix="ml-platform-dev", purpose="datasets", account=cdk.Aws.ACCOUNT_ID, region="us-east-1")
 
 
 # --- cross-region replication ----------------------------------------------------------------------------
@@ -297,9 +289,7 @@ def test_fails_when_bucket_name_gets_an_unresolved_account() -> None:
 
 def test_dev_has_no_replication(dev: Built) -> None:
     assert dev.replica is None
-    dev.template.resource_properties_count_is(
-        "AWS::S3::Bucket", {"ReplicationConfiguration": Match.any_value()}, 0
-    )
+    dev.template.resource_properties_count_is("AWS::S3::Bucket", {"ReplicationConfiguration": Match.any_value()}, 0)
 
 
 @pytest.mark.parametrize(("logical_id", "purpose"), [(DATASETS, "datasets"), (MODELS, "models")])
@@ -347,9 +337,7 @@ def test_replication_role_encrypts_only_with_the_aliased_replica_key(prod: Built
                                 "Resource": f"arn:aws:kms:{region}:{config.account}:key/*",
                                 "Condition": Match.object_like(
                                     {
-                                        "ForAnyValue:StringEquals": {
-                                            "kms:ResourceAliases": f"alias/{prefix}/replica"
-                                        },
+                                        "ForAnyValue:StringEquals": {"kms:ResourceAliases": f"alias/{prefix}/replica"},
                                         "StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"},
                                     }
                                 ),
@@ -386,16 +374,12 @@ def test_replica_key_rotates_and_carries_the_alias(prod: Built) -> None:
     ("logical_id", "purpose"),
     [("DatasetsReplica244CF368", "datasets-replica"), ("ModelsReplica20CF3DB5", "models-replica")],
 )
-def test_replica_buckets_are_versioned_encrypted_and_private(
-    prod: Built, logical_id: str, purpose: str
-) -> None:
+def test_replica_buckets_are_versioned_encrypted_and_private(prod: Built, logical_id: str, purpose: str) -> None:
     assert prod.replica_template is not None and prod.replica is not None
     props = prod.replica_template.to_json()["Resources"][logical_id]["Properties"]
     assert props["BucketName"] == _name(prod.config, purpose, prod.config.data.buckets.replication_region)
     assert props["VersioningConfiguration"] == {"Status": "Enabled"}
-    encryption = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
-        "ServerSideEncryptionByDefault"
-    ]
+    encryption = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
     assert encryption == {"KMSMasterKeyID": {"Fn::GetAtt": [REPLICA_KEY, "Arn"]}, "SSEAlgorithm": "aws:kms"}
     assert all(props["PublicAccessBlockConfiguration"].values())
     prod.replica_template.has_resource_properties(
@@ -404,11 +388,7 @@ def test_replica_buckets_are_versioned_encrypted_and_private(
             "Bucket": {"Ref": logical_id},
             "PolicyDocument": {
                 "Statement": Match.array_with(
-                    [
-                        Match.object_like(
-                            {"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
-                        )
-                    ]
+                    [Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})]
                 )
             },
         },
@@ -474,18 +454,14 @@ def _ingress_to(built: Built, group_prefix: str) -> list[dict[str, Any]]:
 
 def _is_node_security_group(source: Any) -> bool:
     output = source.get("Fn::GetStackOutput", {}) if isinstance(source, dict) else {}
-    return "NodeSecurityGroup" in output.get("OutputName", "") and output.get("StackName", "").endswith(
-        "-network"
-    )
+    return "NodeSecurityGroup" in output.get("OutputName", "") and output.get("StackName", "").endswith("-network")
 
 
 @pytest.mark.parametrize(
     ("group_prefix", "port"),
     [("FileSystemSecurityGroup", 2049), ("CacheSecurityGroup", 6379), ("DatabaseSecurityGroup", 5432)],
 )
-def test_stores_admit_their_port_from_the_node_security_group_only(
-    prod: Built, group_prefix: str, port: int
-) -> None:
+def test_stores_admit_their_port_from_the_node_security_group_only(prod: Built, group_prefix: str, port: int) -> None:
     rules = _ingress_to(prod, group_prefix)
     from_nodes = [r for r in rules if _is_node_security_group(r["SourceSecurityGroupId"])]
     assert [(r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in from_nodes] == [("tcp", port, port)]
@@ -497,9 +473,7 @@ def test_stores_admit_their_port_from_the_node_security_group_only(
     else:
         assert others == []
     group = next(
-        v
-        for k, v in prod.resources.items()
-        if k.startswith(group_prefix) and v["Type"] == "AWS::EC2::SecurityGroup"
+        v for k, v in prod.resources.items() if k.startswith(group_prefix) and v["Type"] == "AWS::EC2::SecurityGroup"
     )
     assert "SecurityGroupIngress" not in group["Properties"]
 
@@ -616,9 +590,7 @@ def test_cache_auth_token_is_a_dynamic_reference(prod: Built) -> None:
     assert generator["PasswordLength"] == 64
     assert set('/"@ ') <= set(generator["ExcludeCharacters"])
     assert generator.get("IncludeSpace") is False
-    assert prod.resources["CacheAuthToken04672416"]["Properties"]["KmsKeyId"] == {
-        "Fn::GetAtt": [DATA_KEY, "Arn"]
-    }
+    assert prod.resources["CacheAuthToken04672416"]["Properties"]["KmsKeyId"] == {"Fn::GetAtt": [DATA_KEY, "Arn"]}
 
 
 def test_cache_lives_in_the_data_subnets(prod: Built) -> None:
@@ -641,9 +613,7 @@ def test_data_key_rotates(prod: Built) -> None:
 
 def test_outputs_for_the_cluster(prod: Built) -> None:
     outputs = prod.template.to_json()["Outputs"]
-    assert outputs["CacheEndpoint"]["Value"] == {
-        "Fn::GetAtt": ["Cache18F6EE16", "ConfigurationEndPoint.Address"]
-    }
+    assert outputs["CacheEndpoint"]["Value"] == {"Fn::GetAtt": ["Cache18F6EE16", "ConfigurationEndPoint.Address"]}
 
 
 def test_data_tier_has_no_unacknowledged_nag_findings(synthesized: Synthesized) -> None:

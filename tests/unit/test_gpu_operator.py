@@ -37,9 +37,7 @@ GPU_TOLERATION = {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
 def synth(pools: list[NodePoolConfig], layouts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
-    chart = GpuSharingChart(
-        cdk8s.Testing.app(), "gpu-sharing", namespace=NAMESPACE, pools=pools, mig_layouts=layouts
-    )
+    chart = GpuSharingChart(cdk8s.Testing.app(), "gpu-sharing", namespace=NAMESPACE, pools=pools, mig_layouts=layouts)
     manifests: list[dict[str, Any]] = cdk8s.Testing.synth(chart)
     return manifests
 
@@ -56,11 +54,7 @@ def tolerates(tolerations: list[dict[str, Any]], key: str, value: str, effect: s
             continue
         if tol.get("operator") == "Exists" and tol.get("key") in (None, "", key):
             return True
-        if (
-            tol.get("key") == key
-            and tol.get("operator", "Equal") == "Equal"
-            and tol.get("value", "") == value
-        ):
+        if tol.get("key") == key and tol.get("operator", "Equal") == "Equal" and tol.get("value", "") == value:
             return True
     return False
 

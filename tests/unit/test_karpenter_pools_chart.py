@@ -15,16 +15,16 @@ import pytest
 import yaml
 
 from config.loader import load_stage
-from tests.support.k8s_reference import validate_custom_resource
 from config.model import NodePoolConfig, Taint
+from config.pools import device_plugin_config_name
 from k8s_charts.karpenter_pools import (
     AMI_ALIAS,
     KarpenterPoolsChart,
-    device_plugin_config_name,
     pool_limits,
     root_volume_gib,
     timesliced_capacity,
 )
+from tests.support.k8s_reference import validate_custom_resource
 
 REPO = Path(__file__).resolve().parents[2]
 PROD = load_stage(REPO / "config" / "prod.yaml")
@@ -42,9 +42,7 @@ CRD_FILES = {
 
 
 def synth(pools: list[NodePoolConfig], **overrides: Any) -> list[dict[str, Any]]:
-    chart = KarpenterPoolsChart(
-        cdk8s.Testing.app(), "karpenter-pools", pools=pools, **{**CHART_ARGS, **overrides}
-    )
+    chart = KarpenterPoolsChart(cdk8s.Testing.app(), "karpenter-pools", pools=pools, **{**CHART_ARGS, **overrides})
     manifests: list[dict[str, Any]] = cdk8s.Testing.synth(chart)
     return manifests
 
@@ -56,9 +54,7 @@ def find(manifests: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any
 
 
 def requirement(node_pool: dict[str, Any], key: str) -> dict[str, Any]:
-    reqs: list[dict[str, Any]] = [
-        r for r in node_pool["spec"]["template"]["spec"]["requirements"] if r["key"] == key
-    ]
+    reqs: list[dict[str, Any]] = [r for r in node_pool["spec"]["template"]["spec"]["requirements"] if r["key"] == key]
     assert len(reqs) == 1, f"expected one requirement on {key}, found {reqs}"
     return reqs[0]
 
@@ -138,9 +134,7 @@ def test_h100_timeslice_node_pool(manifests: list[dict[str, Any]]) -> None:
     np = find(manifests, "NodePool", "h100-timeslice")
     assert requirement(np, "karpenter.sh/capacity-type")["values"] == ["on-demand", "spot"]
     assert requirement(np, "node.kubernetes.io/instance-type")["values"] == ["p5.48xlarge"]
-    assert np["spec"]["template"]["spec"]["taints"] == [
-        {"key": "gpu", "value": "h100", "effect": "NoSchedule"}
-    ]
+    assert np["spec"]["template"]["spec"]["taints"] == [{"key": "gpu", "value": "h100", "effect": "NoSchedule"}]
     assert np["spec"]["limits"] == {"cpu": "768", "memory": "8192Gi", "nvidia.com/gpu": "32"}
     assert np["spec"]["disruption"]["consolidationPolicy"] == "WhenEmpty"
 
@@ -279,17 +273,13 @@ def test_fails_when_a_mig_pool_is_karpenter_provisioned() -> None:
 def _reference_dir() -> Path:
     path = Path(os.environ.get("K8S_REFERENCE", REPO.parent / "shared" / "k8s-reference"))
     if not path.is_dir():
-        pytest.fail(
-            f"k8s reference data not found at {path}: set K8S_REFERENCE to the k8s-reference directory"
-        )
+        pytest.fail(f"k8s reference data not found at {path}: set K8S_REFERENCE to the k8s-reference directory")
     return path
 
 
 def _strip_kubernetes_extensions(node: Any) -> Any:
     if isinstance(node, dict):
-        return {
-            k: _strip_kubernetes_extensions(v) for k, v in node.items() if not k.startswith("x-kubernetes-")
-        }
+        return {k: _strip_kubernetes_extensions(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
     if isinstance(node, list):
         return [_strip_kubernetes_extensions(v) for v in node]
     return node

@@ -18,9 +18,7 @@ KEY_IDS = {"LogsKey195F8DFC": "AWS::KMS::Key", "ClusterSecretsKeyD4EBA5A2": "AWS
 def test_key_logical_ids_are_stable(assembly: CloudAssembly, stage: str) -> None:
     resources = assembly.stack(stage, "Keys").resources
     for logical_id, cfn_type in KEY_IDS.items():
-        assert resources[logical_id]["Type"] == cfn_type, (
-            f"{stage}: {logical_id} renamed: it would be replaced"
-        )
+        assert resources[logical_id]["Type"] == cfn_type, f"{stage}: {logical_id} renamed: it would be replaced"
         assert resources[logical_id]["Properties"]["EnableKeyRotation"] is True
 
 
@@ -36,9 +34,7 @@ def test_keys_retained_and_protected_outside_dev(
 
 
 def test_logs_key_admits_cloudwatch_logs_of_this_account_only(assembly: CloudAssembly) -> None:
-    statements = assembly.stack("Prod", "Keys").resources["LogsKey195F8DFC"]["Properties"]["KeyPolicy"][
-        "Statement"
-    ]
+    statements = assembly.stack("Prod", "Keys").resources["LogsKey195F8DFC"]["Properties"]["KeyPolicy"]["Statement"]
     (logs,) = [s for s in statements if s.get("Sid") == "AllowCloudWatchLogsOfThisAccount"]
     assert logs["Principal"] == {"Service": "logs.us-east-1.amazonaws.com"}
     assert logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"] == (
@@ -47,9 +43,7 @@ def test_logs_key_admits_cloudwatch_logs_of_this_account_only(assembly: CloudAss
 
 
 @pytest.mark.parametrize("stage", ["dev", "staging", "prod"])
-def test_subnets_follow_the_plan(
-    assembly: CloudAssembly, stage_configs: dict[str, StageConfig], stage: str
-) -> None:
+def test_subnets_follow_the_plan(assembly: CloudAssembly, stage_configs: dict[str, StageConfig], stage: str) -> None:
     cfg = stage_configs[stage]
     network = assembly.stack(stage.capitalize(), "Network")
     (vpc,) = network.resources_of("AWS::EC2::VPC").values()

@@ -79,18 +79,14 @@ def synth(chart: cdk8s.Chart) -> list[dict[str, Any]]:
 
 
 def identity_manifests(**kwargs: Any) -> list[dict[str, Any]]:
-    return synth(
-        MeshIdentityChart(cdk8s.Testing.app(), "mesh-identity", **{"node_selector": SYSTEM, **kwargs})
-    )
+    return synth(MeshIdentityChart(cdk8s.Testing.app(), "mesh-identity", **{"node_selector": SYSTEM, **kwargs}))
 
 
 def policy_manifests(rules: list[ServerAccess] | tuple[ServerAccess, ...]) -> list[dict[str, Any]]:
     return synth(MeshPolicyChart(cdk8s.Testing.app(), "mesh-policy", rules=rules))
 
 
-def find(
-    manifests: list[dict[str, Any]], kind: str, name: str, namespace: str | None = None
-) -> dict[str, Any]:
+def find(manifests: list[dict[str, Any]], kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
     found = [
         m
         for m in manifests
@@ -226,9 +222,7 @@ def test_cert_manager_replicas_and_disruption_budgets() -> None:
 
 def test_cert_manager_service_monitor_is_opt_in() -> None:
     assert cert_manager_values(node_selector=SYSTEM)["prometheus"]["servicemonitor"] == {"enabled": False}
-    labelled = cert_manager_values(
-        node_selector=SYSTEM, service_monitor=True, service_monitor_labels={"a": "b"}
-    )
+    labelled = cert_manager_values(node_selector=SYSTEM, service_monitor=True, service_monitor_labels={"a": "b"})
     assert labelled["prometheus"]["servicemonitor"] == {"enabled": True, "labels": {"a": "b"}}
 
 
@@ -407,9 +401,7 @@ def test_identity_objects_validate(identity: list[dict[str, Any]]) -> None:
         assert validate_custom_resource(obj) == []
 
 
-def test_no_certificate_or_key_in_manifests(
-    identity: list[dict[str, Any]], policy: list[dict[str, Any]]
-) -> None:
+def test_no_certificate_or_key_in_manifests(identity: list[dict[str, Any]], policy: list[dict[str, Any]]) -> None:
     text = json.dumps(identity + policy)
     assert "-----BEGIN" not in text
     assert "PRIVATE KEY" not in text
@@ -451,10 +443,7 @@ def test_identity_issuer_is_signed_by_the_trust_anchor(identity: list[dict[str, 
 
 def test_webhooks_serve_certificates_from_their_own_ca(identity: list[dict[str, Any]]) -> None:
     ca_issuer = find(identity, "Issuer", WEBHOOK_CA, LINKERD_NAMESPACE)
-    assert (
-        ca_issuer["spec"]["ca"]["secretName"]
-        != find(identity, "Certificate", TRUST_ANCHOR)["spec"]["secretName"]
-    )
+    assert ca_issuer["spec"]["ca"]["secretName"] != find(identity, "Certificate", TRUST_ANCHOR)["spec"]["secretName"]
     for name in WEBHOOK_CERTIFICATES.values():
         spec = find(identity, "Certificate", name, LINKERD_NAMESPACE)["spec"]
         assert spec["isCA"] is False
@@ -462,15 +451,11 @@ def test_webhooks_serve_certificates_from_their_own_ca(identity: list[dict[str, 
         assert spec["dnsNames"] == [f"{name}.linkerd.svc"]
         assert spec["usages"] == ["server auth"]
         assert spec["issuerRef"]["name"] == WEBHOOK_CA
-    assert (
-        find(identity, "Certificate", "linkerd-policy-validator")["spec"]["privateKey"]["encoding"] == "PKCS8"
-    )
+    assert find(identity, "Certificate", "linkerd-policy-validator")["spec"]["privateKey"]["encoding"] == "PKCS8"
 
 
 @pytest.mark.parametrize("ha", [False, True])
-def test_control_plane_webhooks_use_the_cert_manager_certificates(
-    identity: list[dict[str, Any]], ha: bool
-) -> None:
+def test_control_plane_webhooks_use_the_cert_manager_certificates(identity: list[dict[str, Any]], ha: bool) -> None:
     values = linkerd_control_plane_values(ha, node_selector=SYSTEM)
     for key in ("proxyInjector", "profileValidator", "policyValidator"):
         assert values[key]["externalSecret"] is True
@@ -496,9 +481,7 @@ def test_sync_role_reads_no_secret_and_writes_one_config_map(identity: list[dict
             assert set(rule["verbs"]) == {"get", "patch"}
             assert rule["resourceNames"] in ([TRUST_ROOTS_CONFIG_MAP], list(CONTROL_PLANE_DEPLOYMENTS))
     binding = find(identity, "RoleBinding", SYNC_NAME)
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": SYNC_NAME, "namespace": LINKERD_NAMESPACE}
-    ]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SYNC_NAME, "namespace": LINKERD_NAMESPACE}]
 
 
 def pod_specs(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -779,9 +762,7 @@ def test_every_policy_points_at_objects_of_its_namespace(policy: list[dict[str, 
         for ref in a["spec"]["requiredAuthenticationRefs"]
     }
     for kind in ("MeshTLSAuthentication", "NetworkAuthentication"):
-        assert {
-            (kind, m["metadata"]["namespace"], m["metadata"]["name"]) for m in of_kind(policy, kind)
-        } <= used
+        assert {(kind, m["metadata"]["namespace"], m["metadata"]["name"]) for m in of_kind(policy, kind)} <= used
 
 
 def test_kserve_predictors_admit_agents_and_monitoring(policy: list[dict[str, Any]]) -> None:
@@ -852,9 +833,7 @@ def test_service_account_clients() -> None:
 
 def test_identity_names() -> None:
     assert identity_name("agentic") == "*.agentic.serviceaccount.identity.linkerd.cluster.local"
-    assert (
-        identity_name("agentic", "planner") == "planner.agentic.serviceaccount.identity.linkerd.cluster.local"
-    )
+    assert identity_name("agentic", "planner") == "planner.agentic.serviceaccount.identity.linkerd.cluster.local"
 
 
 _RULE: dict[str, Any] = {

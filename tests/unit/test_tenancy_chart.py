@@ -308,9 +308,7 @@ def test_fails_when_the_default_memory_request_exceeds_the_default_limit() -> No
 
 def policies(manifests: Manifests, namespace: str) -> dict[str, dict[str, Any]]:
     return {
-        m["metadata"]["name"]: m
-        for m in of_kind(manifests, "NetworkPolicy")
-        if m["metadata"]["namespace"] == namespace
+        m["metadata"]["name"]: m for m in of_kind(manifests, "NetworkPolicy") if m["metadata"]["namespace"] == namespace
     }
 
 
@@ -372,9 +370,7 @@ def test_linkerd_control_plane_ports(manifests: Manifests) -> None:
 
 
 @pytest.mark.parametrize("direction", ["ingress", "egress"])
-def test_mesh_traffic_is_the_proxy_inbound_port_between_meshed_namespaces(
-    manifests: Manifests, direction: str
-) -> None:
+def test_mesh_traffic_is_the_proxy_inbound_port_between_meshed_namespaces(manifests: Manifests, direction: str) -> None:
     [rule] = policies(manifests, "agentic")[f"allow-mesh-{direction}"]["spec"][direction]
     [peer] = rule["from" if direction == "ingress" else "to"]
     assert peer["namespaceSelector"]["matchExpressions"][0]["values"] == MESHED
@@ -383,9 +379,7 @@ def test_mesh_traffic_is_the_proxy_inbound_port_between_meshed_namespaces(
 
 def test_monitoring_may_scrape_proxies_and_metrics_ports_of_meshed_namespaces(manifests: Manifests) -> None:
     [rule] = policies(manifests, "mlops")["allow-metrics-scraping"]["spec"]["ingress"]
-    assert rule["from"] == [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
-    ]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     assert [p["port"] for p in rule["ports"]] == [4191, "metrics"]
 
 
@@ -436,16 +430,12 @@ def test_extra_allows_become_policies() -> None:
     assert spec == {
         "podSelector": {"matchLabels": {"app": "gateway"}},
         "policyTypes": ["Ingress"],
-        "ingress": [
-            {"from": [{"ipBlock": {"cidr": "10.0.1.0/24"}}], "ports": [{"protocol": "TCP", "port": 8080}]}
-        ],
+        "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.1.0/24"}}], "ports": [{"protocol": "TCP", "port": 8080}]}],
     }
 
 
 def test_fails_when_an_extra_allow_reuses_a_baseline_name() -> None:
-    dns = NetworkAllow(
-        name="dns", direction="Egress", peers=(Peer(cidr="10.0.0.2/32"),), reason="VPC resolver"
-    )
+    dns = NetworkAllow(name="dns", direction="Egress", peers=(Peer(cidr="10.0.0.2/32"),), reason="VPC resolver")
     with pytest.raises(ValueError, match="namespace mlops: two allows are named dns"):
         synth(extra_allows={"mlops": [dns]})
 
@@ -467,9 +457,7 @@ def test_pdb_is_none_for_a_single_replica() -> None:
 
 def test_pdb_for_three_replicas() -> None:
     chart = cdk8s.Testing.chart()
-    assert (
-        pdb(chart, "api", name="api", namespace="mlops", match_labels={"app": "api"}, replicas=3) is not None
-    )
+    assert pdb(chart, "api", name="api", namespace="mlops", match_labels={"app": "api"}, replicas=3) is not None
     [budget] = cdk8s.Testing.synth(chart)
     assert budget["apiVersion"] == "policy/v1"
     assert budget["kind"] == "PodDisruptionBudget"
