@@ -121,13 +121,6 @@ class PlatformVpc(Construct):
                 ),
             ],
         )
-        cdk.Validations.of(self.vpc).acknowledge(
-            cdk.Acknowledgment(
-                id="CloudFormation-Validate::W3010",
-                reason="Zones come from the stage config on purpose: synth needs no account lookup, and the subnet "
-                "plan assigns each zone its CIDRs, which must not move when AWS reorders a zone list.",
-            )
-        )
         # Load balancer controller and Karpenter find their subnets by these tags.
         for subnet in self.vpc.public_subnets:
             cdk.Tags.of(subnet).add("kubernetes.io/role/elb", "1")

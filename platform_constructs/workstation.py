@@ -381,13 +381,6 @@ class MlWorkstation(Construct):
                 )
             ],
         )
-        cdk.Validations.of(self.instance).acknowledge(
-            cdk.Acknowledgment(
-                id="CloudFormation-Validate::W3010",
-                reason="the zone is the one of the node subnet the instance is placed in; zones come from "
-                "the stage config on purpose so that synth needs no account lookup",
-            )
-        )
         if not instance_termination_protection:
             cdk.Validations.of(self.instance).acknowledge(
                 cdk.Acknowledgment(
