@@ -97,7 +97,8 @@ class AlertThresholds(_Section):
     # GPUs: idle (wasted money) below low for 30 minutes, saturated above high for 30 minutes.
     gpu_utilization_low_percent: Annotated[float, Field(ge=0, le=100)] = 20
     gpu_utilization_high_percent: Annotated[float, Field(ge=0, le=100)] = 95
-    gpu_memory_used_ratio: Annotated[float, Field(gt=0, le=1)] = 0.9
+    # vLLM pre-allocates 0.9 of its device (gpu_memory_utilization), so pressure starts above that.
+    gpu_memory_used_ratio: Annotated[float, Field(gt=0, le=1)] = 0.95
     # Inference (vLLM / Linkerd): p99 end-to-end latency and the share of failed responses.
     inference_p99_latency_seconds: Annotated[float, Field(gt=0)] = 5.0
     inference_error_ratio: Annotated[float, Field(gt=0, le=1)] = 0.05
