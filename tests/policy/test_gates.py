@@ -113,3 +113,24 @@ def test_acknowledgement_gate_rejects_lazy_reasons() -> None:
         ),
     ]
     assert [w.split(" at ")[1].split(":")[0] for w in weak_acknowledgements(acks)] == ["/Dev/Data/A", "/Dev/Data/B"]
+
+
+def test_cdk_nag_itself_flags_a_seeded_unencrypted_bucket(tmp_path: pytest.TempPathFactory) -> None:
+    # The real plugin, on a tiny app: a bucket without access logs, TLS policy or encryption must be flagged.
+    import json
+    from pathlib import Path
+
+    import aws_cdk as cdk
+    from aws_cdk import aws_s3 as s3
+    from cdk_nag import AwsSolutionsChecks
+
+    outdir = Path(str(tmp_path)) / "cdk.out"
+    app = cdk.App(outdir=str(outdir), stack_traces=False, builtin_cloud_formation_validation=False)
+    stack = cdk.Stack(app, "Seeded")
+    s3.Bucket(stack, "Careless")
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+    report = json.loads((outdir / "validation-report.json").read_text())
+    rules = {line.split(" at ")[0] for line in unacknowledged_findings(report)}
+    assert {"AwsSolutions: AwsSolutions-S1", "AwsSolutions: AwsSolutions-S10"} <= rules

@@ -72,3 +72,52 @@ def test_every_helm_release_waits_within_the_custom_resource_limit(assembly: Clo
         minutes = int(re.fullmatch(r"(\d+)s", release.timeout).group(1)) / 60  # type: ignore[union-attr]
         # CloudFormation allows a custom resource 15 minutes; the handler needs some of them.
         assert minutes <= 12, f"{release.logical_id}: timeout {release.timeout} leaves no margin under 15 min"
+
+
+def test_no_secret_object_carries_literal_data(assembly: CloudAssembly) -> None:
+    secrets = [d.label for d in deployed_objects(assembly) if d.obj["kind"] == "Secret"
+               and (d.obj.get("data") or d.obj.get("stringData"))]  # fmt: skip
+    assert secrets == [], "secret values must come from Secrets Manager through ExternalSecrets"
+    # Every ExternalSecret reads from the one ClusterSecretStore on Secrets Manager.
+    stores = {
+        d.obj["spec"]["secretStoreRef"]["name"] for d in deployed_objects(assembly) if d.obj["kind"] == "ExternalSecret"
+    }
+    assert stores == {"aws-secrets-manager"}
+
+
+def test_no_static_aws_credentials_in_any_pod(assembly: CloudAssembly) -> None:
+    text = "\n".join(str(d.obj) for d in deployed_objects(assembly))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        assert name not in text
+    for release in helm_releases(assembly):
+        assert "AWS_SECRET_ACCESS_KEY" not in str(release.values), release.logical_id
+
+
+def test_every_pod_role_is_scoped(assembly: CloudAssembly) -> None:
+    # Pods reach AWS only through Pod Identity roles; none of them may hold an unscoped admin-like statement.
+    problems = []
+    for stack in assembly.stacks:
+        roles = {a["Properties"]["RoleArn"]["Fn::GetAtt"][0] for a in stack.resources_of(
+            "AWS::EKS::PodIdentityAssociation").values() if isinstance(a["Properties"]["RoleArn"], dict)}  # fmt: skip
+        for policy_id, policy in stack.resources_of("AWS::IAM::Policy").items():
+            attached = {r["Ref"] for r in policy["Properties"].get("Roles", []) if isinstance(r, dict)}
+            if not attached & roles:
+                continue
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                resources = (
+                    statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                )
+                if any(a in ("*", "s3:*", "iam:*", "kms:*", "secretsmanager:*") for a in actions):
+                    problems.append(f"{stack.stage}/{policy_id}: {actions}")
+                if (
+                    statement["Effect"] == "Allow"
+                    and "*" in resources
+                    and any(a.split(":")[1].startswith(("Put", "Delete", "Create")) for a in actions if ":" in a)
+                    and not any(a.startswith(("xray:", "cloudwatch:PutMetricData", "logs:")) for a in actions)
+                ):
+                    problems.append(f"{stack.stage}/{policy_id}: write actions {actions} on every resource")
+        for role_id in roles:
+            managed = stack.resources[role_id]["Properties"].get("ManagedPolicyArns", [])
+            assert "AdministratorAccess" not in str(managed), role_id
+    assert problems == []
