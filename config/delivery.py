@@ -11,13 +11,13 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from config.loader import CONFIG_DIR, ConfigError, _field, _value_at, load_stages
-from config.model import REGION_PATTERN, StageConfig, _Frozen
+from config.loader import CONFIG_DIR, ConfigError, format_validation_error, load_stages
+from config.model import StageConfig, _Frozen, check_account, check_region
 
 PIPELINE_FILE = CONFIG_DIR / "delivery" / "pipeline.yaml"
 # A CodeConnections (formerly CodeStar Connections) connection: both service prefixes name the same resource.
@@ -48,16 +48,12 @@ class PipelineConfig(_Frozen):
     @field_validator("account")
     @classmethod
     def _account(cls, value: str) -> str:
-        if not re.fullmatch(r"\d{12}", value):
-            raise ValueError(f"account {value!r} must be 12 digits, quoted in YAML ('123456789012')")
-        return value
+        return check_account(value)
 
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if not REGION_PATTERN.match(value):
-            raise ValueError(f"{value!r} is not an AWS region name such as us-east-1")
-        return value
+        return check_region(value)
 
     @field_validator("connection_arn")
     @classmethod
@@ -113,23 +109,6 @@ class PipelineConfig(_Frozen):
         return self
 
 
-def _format(path: Path, err: ValidationError, raw: dict[str, Any]) -> str:
-    lines = [f"{path}: invalid pipeline config ({err.error_count()} problem(s))"]
-    for e in err.errors(include_url=False):
-        loc = tuple(e["loc"])
-        msg = str(e["msg"]).removeprefix("Value error, ")
-        value = e.get("input", _value_at(raw, loc))
-        if isinstance(value, dict):
-            # A cross-field rule: its message already names the values that disagree.
-            lines.append(f"  {_field(loc)}: {msg}")
-            continue
-        shown = repr(value)
-        if len(shown) > 120:
-            shown = shown[:117] + "..."
-        lines.append(f"  {_field(loc)}: {msg} (got {shown})")
-    return "\n".join(lines)
-
-
 def load_pipeline_config(
     path: Path = PIPELINE_FILE, stage_configs: Sequence[StageConfig] | None = None
 ) -> PipelineConfig:
@@ -151,7 +130,7 @@ def load_pipeline_config(
     try:
         cfg = PipelineConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format(path, err, raw)) from None
+        raise ConfigError(format_validation_error(path, err, raw, what="pipeline config")) from None
     configs = {c.stage: c for c in (load_stages() if stage_configs is None else stage_configs)}
     unknown = [s for s in cfg.stages if s not in configs]
     if unknown:

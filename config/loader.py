@@ -43,8 +43,9 @@ def _value_at(data: Any, loc: tuple[int | str, ...]) -> Any:
     return data
 
 
-def _format(path: Path, err: ValidationError, raw: dict[str, Any]) -> str:
-    lines = [f"{path}: invalid stage config ({err.error_count()} problem(s))"]
+def format_validation_error(path: Path, err: ValidationError, raw: dict[str, Any], *, what: str) -> str:
+    """Return one line per problem: the field, pydantic's or our validator's message, and the bad value."""
+    lines = [f"{path}: invalid {what} ({err.error_count()} problem(s))"]
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])
         msg = str(e["msg"]).removeprefix("Value error, ")
@@ -71,7 +72,7 @@ def load_stage(path: Path) -> StageConfig:
     try:
         cfg = StageConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format(path, err, raw)) from None
+        raise ConfigError(format_validation_error(path, err, raw, what="stage config")) from None
     if cfg.stage != path.stem:
         raise ConfigError(f"{path}: stage: {cfg.stage!r} must match the file name (use stage: {path.stem})")
     return cfg

@@ -500,16 +500,12 @@ class StageConfig(_Frozen):
     @field_validator("account")
     @classmethod
     def _account(cls, value: str) -> str:
-        if not re.fullmatch(r"\d{12}", value):
-            raise ValueError(f"account {value!r} must be 12 digits, quoted in YAML ('123456789012')")
-        return value
+        return check_account(value)
 
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if not REGION_PATTERN.match(value):
-            raise ValueError(f"{value!r} is not an AWS region name such as us-east-1")
-        return value
+        return check_region(value)
 
     @field_validator("log_retention_days")
     @classmethod
@@ -593,6 +589,20 @@ class StageConfig(_Frozen):
                     f"node pools up to {pool.name} need {need} at their maximum size (max_nodes x (max pods + 1)): "
                     "use larger node subnets (a /18 per zone holds 16379)"
                 )
+
+
+def check_account(value: str) -> str:
+    """Return ``value`` if it is an AWS account ID; fail with the expected form otherwise."""
+    if not re.fullmatch(r"\d{12}", value):
+        raise ValueError(f"account {value!r} must be 12 digits, quoted in YAML ('123456789012')")
+    return value
+
+
+def check_region(value: str) -> str:
+    """Return ``value`` if it is an AWS region name; fail with an example otherwise."""
+    if not REGION_PATTERN.match(value):
+        raise ValueError(f"{value!r} is not an AWS region name such as us-east-1")
+    return value
 
 
 def _log_retention(value: int) -> int:
