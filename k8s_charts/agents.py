@@ -32,12 +32,14 @@ import constructs
 from config.pools import WORKLOAD_TYPE_LABEL
 from k8s_charts.inference import NAMESPACE as VLLM_NAMESPACE
 from k8s_charts.mlops import (
-    MESH_POD_ANNOTATIONS,
-    container_security_context,
     content_hash,
-    k8s_object,
-    pod_security_context,
     resources,
+)
+from k8s_charts.objects import (
+    MESH_POD_ANNOTATIONS,
+    api_object,
+    container_security_context,
+    pod_security_context,
 )
 from k8s_charts.tenancy import NetworkAllow, Peer, PolicyPort, network_policy, pdb
 from k8s_charts.vllm import PORT as VLLM_PORT
@@ -181,7 +183,7 @@ class AgentsChart(cdk8s.Chart):
         labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": PART_OF}
         prompts = prompts_config_map_name(agent)
         templates = dict(agent.prompt_templates) or default_prompt_templates(name)
-        k8s_object(
+        api_object(
             self,
             f"{name}-prompts",
             api_version="v1",
@@ -193,7 +195,7 @@ class AgentsChart(cdk8s.Chart):
             body={"data": templates, "immutable": True},
         )
         backends = {BACKENDS_FILE: backends_document(agent)}
-        k8s_object(
+        api_object(
             self,
             f"{name}-llm-backends",
             api_version="v1",
@@ -203,7 +205,7 @@ class AgentsChart(cdk8s.Chart):
             labels=labels,
             body={"data": backends},
         )
-        k8s_object(
+        api_object(
             self,
             f"{name}-service-account",
             api_version="v1",
@@ -269,7 +271,7 @@ class AgentsChart(cdk8s.Chart):
         }
         if priority_class:
             pod_spec["priorityClassName"] = priority_class
-        k8s_object(
+        api_object(
             self,
             f"{name}-deployment",
             api_version="apps/v1",
@@ -297,7 +299,7 @@ class AgentsChart(cdk8s.Chart):
                 }
             },
         )
-        k8s_object(
+        api_object(
             self,
             f"{name}-service",
             api_version="v1",

@@ -33,15 +33,17 @@ from k8s_charts.inference import (
     MODELS_MOUNT,
     Placement,
     api_object,
-    aws_env,
-    container_security_context,
     empty_dir,
     model_dir,
     model_uri,
-    pod_security_context,
     resources,
 )
 from k8s_charts.inference import service_account as create_service_account
+from k8s_charts.objects import (
+    aws_env,
+    container_security_context,
+    pod_security_context,
+)
 from k8s_charts.vllm import IMAGE as VLLM_IMAGE
 
 REQUESTS_PREFIX: Final = "processed/batch-requests/"
@@ -163,7 +165,7 @@ class BatchInferenceChart(cdk8s.Chart):
                 "command": ["/bin/sh", "-c", script],
                 "env": env,
                 "resources": resources(cpu=1, memory="2Gi"),
-                "securityContext": container_security_context(),
+                "securityContext": container_security_context(read_only_root=None),
                 "volumeMounts": mounts,
             }
 
@@ -182,7 +184,7 @@ class BatchInferenceChart(cdk8s.Chart):
                 {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
             ],
             "resources": resources(cpu=cpu, memory=f"{memory_gib}Gi", gpu=placement, storage_gib=model_storage_gib),
-            "securityContext": container_security_context(),
+            "securityContext": container_security_context(read_only_root=None),
             "volumeMounts": [*mounts, {"name": "shm", "mountPath": "/dev/shm"}],
         }
         pod: dict[str, Any] = {

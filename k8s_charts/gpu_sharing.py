@@ -40,6 +40,7 @@ import yaml
 
 from config.model import Mig, NodePoolConfig, TimeSlicing
 from config.pools import device_plugin_config_name, gpus_per_node
+from k8s_charts.objects import api_object
 
 DEVICE_PLUGIN_CONFIG_MAP: Final = "device-plugin-config"
 # The entry a GPU node without the nvidia.com/device-plugin.config label runs with.
@@ -177,16 +178,15 @@ class GpuSharingChart(cdk8s.Chart):
 
 
 def _config_map(scope: constructs.Construct, name: str, data: Mapping[str, str]) -> cdk8s.ApiObject:
-    obj = cdk8s.ApiObject(
+    return api_object(
         scope,
         name,
         api_version="v1",
         kind="ConfigMap",
-        metadata=cdk8s.ApiObjectMetadata(name=name, labels={"app.kubernetes.io/part-of": "gpu-operator"}),
+        name=name,
+        labels={"app.kubernetes.io/part-of": "gpu-operator"},
+        body={"data": dict(data)},
     )
-    # The Python ApiObject takes no arbitrary props, so the data goes in as a patch on the synthesized body.
-    obj.add_json_patch(cdk8s.JsonPatch.add("/data", dict(data)))
-    return obj
 
 
 def _layout(pool_name: str, layout: str, mig_layouts: MigLayouts) -> Mapping[str, int]:

@@ -39,9 +39,15 @@ import constructs
 from config.inference import Autoscaling, GpuRequest, MigSlice, production_model_key
 from config.model import NodePoolConfig
 from config.pools import POOL_LABEL, workload_label
+from k8s_charts import objects
+from k8s_charts.objects import (
+    MESH_POD_ANNOTATIONS,
+    aws_env,
+    container_security_context,
+    pod_security_context,
+)
 from k8s_charts.secrets import CLUSTER_SECRET_STORE, external_secret
 from k8s_charts.tenancy import (
-    LINKERD_ANNOTATIONS,
     MONITORING_NAMESPACE,
     NetworkAllow,
     Peer,
@@ -59,13 +65,7 @@ PROMETHEUS_SERVER_ADDRESS: Final = "http://kube-prometheus-stack-prometheus.moni
 MONITOR_LABELS: Final[Mapping[str, str]] = {"release": "kube-prometheus-stack"}
 # The AWS CLI that copies weights from S3 (exact tag: a floating tag could change what runs at start).
 AWS_CLI_IMAGE: Final = "public.ecr.aws/aws-cli/aws-cli:2.32.9"
-RUN_AS_USER: Final = 1000
 MODELS_MOUNT: Final = "/models"
-# Pod annotations of every meshed model server (see the module docstring for the native sidecar).
-MESH_POD_ANNOTATIONS: Final[Mapping[str, str]] = {
-    "linkerd.io/inject": LINKERD_ANNOTATIONS["linkerd.io/inject"],
-    "config.alpha.linkerd.io/proxy-enable-native-sidecar": "true",
-}
 PREDICTION_CACHE_SECRET: Final = "prediction-cache-auth"
 PREDICTION_CACHE_TOKEN_KEY: Final = "token"
 MODELS_CLAIM: Final = "models-production"
@@ -133,27 +133,6 @@ def model_dir(key: str) -> str:
     return f"{MODELS_MOUNT}/{production_model_key(key).rstrip('/')}"
 
 
-def pod_security_context() -> dict[str, Any]:
-    """Return the pod securityContext of the Pod Security Standard ``restricted``."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RUN_AS_USER,
-        "runAsGroup": RUN_AS_USER,
-        "fsGroup": RUN_AS_USER,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def container_security_context() -> dict[str, Any]:
-    """Return the container securityContext of the Pod Security Standard ``restricted``."""
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def resources(*, cpu: int | str, memory: str, gpu: Placement | None = None, storage_gib: int = 0) -> dict[str, Any]:
     """Return container resources: CPU request (no CPU limit: it only throttles), memory request = limit.
 
@@ -170,15 +149,6 @@ def resources(*, cpu: int | str, memory: str, gpu: Placement | None = None, stor
     return {"requests": requests, "limits": limits}
 
 
-def aws_env(region: str) -> list[dict[str, str]]:
-    """Return the AWS SDK environment: the region, and a writable HOME for the CLI's cache."""
-    return [
-        {"name": "AWS_REGION", "value": region},
-        {"name": "AWS_DEFAULT_REGION", "value": region},
-        {"name": "HOME", "value": "/tmp"},
-    ]
-
-
 def model_sync_container(*, source_uri: str, target_dir: str, region: str, volume: str = "models") -> dict[str, Any]:
     """Return the init container that copies a model folder from S3 into the pod before the server starts."""
     return {
@@ -188,7 +158,7 @@ def model_sync_container(*, source_uri: str, target_dir: str, region: str, volum
         "args": ["s3", "sync", source_uri, target_dir, "--only-show-errors", "--no-progress"],
         "env": aws_env(region),
         "resources": resources(cpu=_SYNC_CPU, memory=_SYNC_MEMORY),
-        "securityContext": container_security_context(),
+        "securityContext": container_security_context(read_only_root=None),
         "volumeMounts": [{"name": volume, "mountPath": MODELS_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
     }
 
@@ -222,22 +192,18 @@ def api_object(
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
 ) -> cdk8s.ApiObject:
-    """Return one Kubernetes object whose top-level fields besides metadata come from ``body``."""
-    obj = cdk8s.ApiObject(
+    """Return one object of the inference namespace (``k8s_charts.objects.api_object`` with that default)."""
+    return objects.api_object(
         scope,
         construct_id,
         api_version=api_version,
         kind=kind,
-        metadata=cdk8s.ApiObjectMetadata(
-            name=name,
-            namespace=namespace,
-            labels=dict(labels) if labels else None,
-            annotations=dict(annotations) if annotations else None,
-        ),
+        name=name,
+        body=body,
+        namespace=namespace,
+        labels=labels,
+        annotations=annotations,
     )
-    for key, value in body.items():
-        obj.add_json_patch(cdk8s.JsonPatch.add(f"/{key}", value))
-    return obj
 
 
 def service_account(scope: constructs.Construct, construct_id: str, *, name: str) -> cdk8s.ApiObject:

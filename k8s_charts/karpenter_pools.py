@@ -40,6 +40,7 @@ from config.pools import (
     gpus_per_node,
     node_labels,
 )
+from k8s_charts.objects import api_object
 
 # The EKS-optimized AL2023 release Karpenter launches. A dated release, never "al2023@latest", so that a
 # new AMI reaches the fleet only through a reviewed change (Karpenter drifts every node when it changes).
@@ -215,16 +216,15 @@ def _api_object(
     name: str,
     spec: dict[str, Any],
 ) -> cdk8s.ApiObject:
-    obj = cdk8s.ApiObject(
+    return api_object(
         scope,
         construct_id,
         api_version=api_version,
         kind=kind,
-        metadata=cdk8s.ApiObjectMetadata(name=name, labels={POOL_LABEL: name}),
+        name=name,
+        labels={POOL_LABEL: name},
+        body={"spec": spec},
     )
-    # The Python ApiObject takes no arbitrary props, so the spec goes in as a patch on the synthesized body.
-    obj.add_json_patch(cdk8s.JsonPatch.add("/spec", spec))
-    return obj
 
 
 def _node_class_spec(

@@ -21,16 +21,18 @@ import constructs
 
 from k8s_charts.inference import (
     CLIENT_NAMESPACE,
-    MESH_POD_ANNOTATIONS,
     Placement,
     api_object,
     client_ingress,
-    container_security_context,
     model_uri,
-    pod_security_context,
     resources,
 )
 from k8s_charts.inference import service_account as create_service_account
+from k8s_charts.objects import (
+    MESH_POD_ANNOTATIONS,
+    container_security_context,
+    pod_security_context,
+)
 
 # KServe's own ServingRuntime images per model format (kserve-runtime-configs v0.20.0 names them).
 RUNTIME_IMAGES: Final = {"sklearn": "kserve/sklearnserver", "xgboost": "kserve/xgbserver"}
@@ -108,7 +110,7 @@ class KServeModelChart(cdk8s.Chart):
                                 f"--http_port={PREDICTOR_PORT}",
                             ],
                             "resources": resources(cpu=cpu, memory=f"{memory_gib}Gi"),
-                            "securityContext": container_security_context(),
+                            "securityContext": container_security_context(read_only_root=None),
                         }
                     ],
                 }
@@ -124,7 +126,7 @@ class KServeModelChart(cdk8s.Chart):
                 "runtime": runtime,
                 "storageUri": model_uri(models_bucket_name, storage_path),
                 "resources": resources(cpu=cpu, memory=f"{memory_gib}Gi"),
-                "securityContext": container_security_context(),
+                "securityContext": container_security_context(read_only_root=None),
             },
         }
         if service_mesh:

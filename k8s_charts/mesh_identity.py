@@ -81,6 +81,8 @@ from typing import Any, Final
 import cdk8s
 import constructs
 
+from k8s_charts.objects import api_object
+
 LINKERD_NAMESPACE: Final = "linkerd"
 # identityTrustDomain of linkerd-control-plane defaults to clusterDomain.
 TRUST_DOMAIN: Final = "cluster.local"
@@ -406,23 +408,18 @@ def _api_object(
     annotations: Mapping[str, str] | None = None,
     body: Mapping[str, Any] | None = None,
 ) -> cdk8s.ApiObject:
-    """Return an ApiObject with ``body``'s top-level fields (spec, data, rules, ...) patched in."""
-    obj = cdk8s.ApiObject(
+    """Return an object of the mesh identity (``api_object`` with the linkerd namespace as default)."""
+    return api_object(
         scope,
         construct_id,
         api_version=api_version,
         kind=kind,
-        metadata=cdk8s.ApiObjectMetadata(
-            name=name,
-            namespace=namespace,
-            labels=dict(labels) if labels else None,
-            annotations=dict(annotations) if annotations else None,
-        ),
+        name=name,
+        body=body,
+        namespace=namespace,
+        labels=labels,
+        annotations=annotations,
     )
-    # The Python ApiObject takes no arbitrary props, so the fields go in as patches on the synthesized body.
-    for field, value in (body or {}).items():
-        obj.add_json_patch(cdk8s.JsonPatch.add(f"/{field}", value))
-    return obj
 
 
 def _issuer(scope: constructs.Construct, name: str, spec: Mapping[str, Any]) -> cdk8s.ApiObject:

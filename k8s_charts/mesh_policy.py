@@ -34,6 +34,7 @@ import cdk8s
 import constructs
 
 from k8s_charts.mesh_identity import identity_name
+from k8s_charts.objects import api_object
 
 ProxyProtocol = Literal["unknown", "HTTP/1", "HTTP/2", "gRPC", "opaque", "TLS"]
 
@@ -253,18 +254,16 @@ def _policy_object(
     name: str,
     spec: Mapping[str, object],
 ) -> cdk8s.ApiObject:
-    obj = cdk8s.ApiObject(
+    return api_object(
         scope,
         construct_id,
         api_version=api_version,
         kind=kind,
-        metadata=cdk8s.ApiObjectMetadata(
-            name=name, namespace=rule.namespace, labels={"ml-platform/mesh-server": rule.server}
-        ),
+        name=name,
+        namespace=rule.namespace,
+        labels={"ml-platform/mesh-server": rule.server},
+        body={"spec": dict(spec)},
     )
-    # The Python ApiObject takes no arbitrary props, so the spec goes in as a patch on the synthesized body.
-    obj.add_json_patch(cdk8s.JsonPatch.add("/spec", dict(spec)))
-    return obj
 
 
 def _check_unique(rules: Sequence[ServerAccess]) -> None:

@@ -37,13 +37,19 @@ from typing import Any, Final
 import cdk8s
 import constructs
 
+from k8s_charts.objects import (
+    MESH_POD_ANNOTATIONS,
+    api_object,
+    aws_env,
+    container_security_context,
+    pod_security_context,
+)
 from k8s_charts.secrets import external_secret
 from k8s_charts.tenancy import NetworkAllow, Peer, PolicyPort, network_policy, pdb
 
 NAMESPACE: Final = "mlops"
 TRAINING_NAMESPACE: Final = "training"
 EMR_NAMESPACE: Final = "emr-jobs"
-RUN_AS_USER: Final = 1000
 # The official postgres Alpine image's postgres user.
 POSTGRES_UID: Final = 70
 POSTGRES_PORT: Final = 5432
@@ -67,58 +73,17 @@ FEAST_CONFIG_DIR: Final = "/etc/feast"
 # Pods carrying this label may open PostgreSQL connections (the MLflow release adds it through its values).
 DATABASE_CLIENT_LABEL: Final[Mapping[str, str]] = {"ml-platform/database-client": "true"}
 CACHE_CLIENT_LABEL: Final[Mapping[str, str]] = {"ml-platform/cache-client": "true"}
-MESH_POD_ANNOTATIONS: Final[Mapping[str, str]] = {
-    "linkerd.io/inject": "enabled",
-    "config.alpha.linkerd.io/proxy-enable-native-sidecar": "true",
-}
 _JOB_TTL_SECONDS: Final = 3600
 
 
 # --- helpers the workload charts share ------------------------------------------------------------------
 
 
-def k8s_object(
-    scope: constructs.Construct,
-    construct_id: str,
-    *,
-    api_version: str,
-    kind: str,
-    name: str,
-    body: Mapping[str, Any],
-    namespace: str | None = None,
-    labels: Mapping[str, str] | None = None,
-    annotations: Mapping[str, str] | None = None,
-) -> cdk8s.ApiObject:
-    """Return one Kubernetes object whose top-level fields besides metadata come from ``body``.
-
-    Args:
-        namespace: the object's namespace. Defaults to none (cluster-scoped objects).
-        labels: metadata labels. Defaults to none.
-        annotations: metadata annotations. Defaults to none.
-    """
-    obj = cdk8s.ApiObject(
-        scope,
-        construct_id,
-        api_version=api_version,
-        kind=kind,
-        metadata=cdk8s.ApiObjectMetadata(
-            name=name,
-            namespace=namespace,
-            labels=dict(labels) if labels else None,
-            annotations=dict(annotations) if annotations else None,
-        ),
-    )
-    # The Python ApiObject takes no arbitrary props, so the body goes in as patches on the synthesized object.
-    for key, value in body.items():
-        obj.add_json_patch(cdk8s.JsonPatch.add(f"/{key}", value))
-    return obj
-
-
 def add_object(scope: constructs.Construct, construct_id: str, obj: Mapping[str, Any]) -> cdk8s.ApiObject:
     """Return ``obj`` (a complete manifest as a dict, such as a job template) added to ``scope``."""
     meta = obj["metadata"]
     body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
-    return k8s_object(
+    return api_object(
         scope,
         construct_id,
         api_version=obj["apiVersion"],
@@ -129,38 +94,6 @@ def add_object(scope: constructs.Construct, construct_id: str, obj: Mapping[str,
         annotations=meta.get("annotations"),
         body=body,
     )
-
-
-def pod_security_context(uid: int = RUN_AS_USER) -> dict[str, Any]:
-    """Return the pod securityContext of the Pod Security Standard ``restricted``, running as ``uid``.
-
-    Args:
-        uid: user, group and fsGroup of the pod. Defaults to 1000 (the platform images' user and the EFS
-            access points' owner).
-    """
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": uid,
-        "fsGroup": uid,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def container_security_context(*, read_only_root: bool = True) -> dict[str, Any]:
-    """Return the container securityContext of the Pod Security Standard ``restricted``.
-
-    Args:
-        read_only_root: mount the image's file system read-only. Defaults to True; writable paths are
-            emptyDir volumes.
-    """
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "readOnlyRootFilesystem": read_only_root,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
 
 
 def resources(*, cpu_millicores: int, memory_mib: int, extra: Mapping[str, int | str] | None = None) -> dict[str, Any]:
@@ -189,15 +122,6 @@ def content_hash(data: Any) -> str:
     """
     text = _CDK_TOKEN.sub("${deploy-time}", json.dumps(data, sort_keys=True))
     return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-def aws_env(region: str) -> list[dict[str, str]]:
-    """Return the AWS SDK environment: the region and a writable HOME (read-only root file systems)."""
-    return [
-        {"name": "AWS_REGION", "value": region},
-        {"name": "AWS_DEFAULT_REGION", "value": region},
-        {"name": "HOME", "value": "/tmp"},
-    ]
 
 
 def secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
@@ -379,7 +303,7 @@ class MlopsChart(cdk8s.Chart):
             },
         }
         spec = {"backoffLimit": 10, "ttlSecondsAfterFinished": _JOB_TTL_SECONDS, "template": pod}
-        k8s_object(
+        api_object(
             self,
             "create-databases",
             api_version="batch/v1",
@@ -449,7 +373,7 @@ class MlopsChart(cdk8s.Chart):
         memory_mib: int,
         schedule: str,
     ) -> None:
-        k8s_object(
+        api_object(
             self,
             "feast-service-account",
             api_version="v1",
@@ -461,7 +385,7 @@ class MlopsChart(cdk8s.Chart):
         )
         data = {"feature_store.yaml": config}
         config_map = f"feast-config-{content_hash(data)}"
-        k8s_object(
+        api_object(
             self,
             "feast-config",
             api_version="v1",
@@ -485,7 +409,7 @@ class MlopsChart(cdk8s.Chart):
         container = server["spec"]["containers"][0]
         container["readinessProbe"] = {"tcpSocket": {"port": "http"}, "periodSeconds": 10}
         container["livenessProbe"] = {"tcpSocket": {"port": "http"}, "periodSeconds": 20, "failureThreshold": 3}
-        k8s_object(
+        api_object(
             self,
             "feast-deployment",
             api_version="apps/v1",
@@ -501,7 +425,7 @@ class MlopsChart(cdk8s.Chart):
                 }
             },
         )
-        k8s_object(
+        api_object(
             self,
             "feast-service",
             api_version="v1",
@@ -538,7 +462,7 @@ class MlopsChart(cdk8s.Chart):
             memory_mib=memory_mib * 2,
         )
         materialize["spec"]["restartPolicy"] = "OnFailure"
-        k8s_object(
+        api_object(
             self,
             "feast-materialize",
             api_version="batch/v1",
@@ -623,7 +547,7 @@ class DataProcessingChart(cdk8s.Chart):
         # Spark's driver and executors come from EMR's images and pod templates, which run as the hadoop user
         # but set no seccomp profile: baseline is the strictest level they pass. Not meshed (Spark's block
         # transfer and shuffle ports are chosen at run time).
-        k8s_object(self, "namespace", api_version="v1", kind="Namespace", name=namespace, labels=labels, body={})
+        api_object(self, "namespace", api_version="v1", kind="Namespace", name=namespace, labels=labels, body={})
         everything = ["get", "list", "watch", "describe", "create", "edit", "delete", "annotate", "patch", "label"]
         rules = [
             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
@@ -643,7 +567,7 @@ class DataProcessingChart(cdk8s.Chart):
             },
             {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": [*everything, "deletecollection"]},
         ]
-        k8s_object(
+        api_object(
             self,
             "emr-role",
             api_version="rbac.authorization.k8s.io/v1",
@@ -652,7 +576,7 @@ class DataProcessingChart(cdk8s.Chart):
             namespace=namespace,
             body={"rules": rules},
         )
-        k8s_object(
+        api_object(
             self,
             "emr-role-binding",
             api_version="rbac.authorization.k8s.io/v1",

@@ -61,6 +61,7 @@ import cdk8s
 import constructs
 
 from config.model import NamespaceQuota
+from k8s_charts.objects import api_object
 
 PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
 Direction = Literal["Ingress", "Egress"]
@@ -478,7 +479,7 @@ def _namespace_allows(namespace: str, *, node_cidrs: Sequence[str]) -> list[Netw
 
 def default_deny_policy(scope: constructs.Construct, construct_id: str, *, namespace: str) -> cdk8s.ApiObject:
     """Return the NetworkPolicy that denies all ingress and egress of every pod in ``namespace``."""
-    return _api_object(
+    return api_object(
         scope,
         construct_id,
         api_version="networking.k8s.io/v1",
@@ -494,7 +495,7 @@ def network_policy(
     scope: constructs.Construct, construct_id: str, *, namespace: str, allow: NetworkAllow
 ) -> cdk8s.ApiObject:
     """Return the NetworkPolicy ``allow-<name>`` in ``namespace`` that permits the traffic of ``allow``."""
-    return _api_object(
+    return api_object(
         scope,
         construct_id,
         api_version="networking.k8s.io/v1",
@@ -531,7 +532,7 @@ def pdb(
         raise ValueError(f"pdb {namespace}/{name}: match_labels is empty, which would select every pod")
     if replicas <= 1:
         return None
-    return _api_object(
+    return api_object(
         scope,
         construct_id,
         api_version="policy/v1",
@@ -632,7 +633,7 @@ class TenancyChart(cdk8s.Chart):
                 max_memory=f"{max_memory_gib}Gi",
             )
             if quota is not None:
-                _api_object(
+                api_object(
                     self,
                     f"{namespace}-resourcequota",
                     api_version="v1",
@@ -704,7 +705,7 @@ def _namespace(
 
 def _priority_class(scope: constructs.Construct, name: str, value: int, *, preempts: bool) -> cdk8s.ApiObject:
     description = PRIORITY_CLASS_DESCRIPTIONS.get(name, f"Platform priority {value}.")
-    return _api_object(
+    return api_object(
         scope,
         f"{name}-priorityclass",
         api_version="scheduling.k8s.io/v1",
@@ -731,7 +732,7 @@ def _limit_range(
 ) -> cdk8s.ApiObject:
     # No CPU default limit and no CPU max: a LimitRange max without a default becomes every container's
     # default limit, and CPU limits throttle serving latency while the CPU quota already bounds requests.
-    return _api_object(
+    return api_object(
         scope,
         f"{namespace}-limitrange",
         api_version="v1",
@@ -751,29 +752,3 @@ def _limit_range(
             }
         },
     )
-
-
-def _api_object(
-    scope: constructs.Construct,
-    construct_id: str,
-    *,
-    api_version: str,
-    kind: str,
-    name: str,
-    body: Mapping[str, Any],
-    namespace: str | None = None,
-    annotations: Mapping[str, str] | None = None,
-) -> cdk8s.ApiObject:
-    obj = cdk8s.ApiObject(
-        scope,
-        construct_id,
-        api_version=api_version,
-        kind=kind,
-        metadata=cdk8s.ApiObjectMetadata(
-            name=name, namespace=namespace, annotations=dict(annotations) if annotations else None
-        ),
-    )
-    # The Python ApiObject takes no arbitrary props, so the body goes in as patches on the synthesized object.
-    for key, value in body.items():
-        obj.add_json_patch(cdk8s.JsonPatch.add(f"/{key}", value))
-    return obj

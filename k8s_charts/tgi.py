@@ -18,7 +18,6 @@ from k8s_charts.inference import (
     MONITOR_LABELS,
     Placement,
     ServerPod,
-    container_security_context,
     empty_dir,
     model_dir,
     model_server,
@@ -26,6 +25,9 @@ from k8s_charts.inference import (
     model_uri,
     probes,
     resources,
+)
+from k8s_charts.objects import (
+    container_security_context,
 )
 
 IMAGE: Final = "ghcr.io/huggingface/text-generation-inference"
@@ -113,7 +115,7 @@ class TgiChart(cdk8s.Chart):
             "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
             **probes(port="http", startup_path="/health", ready_path="/health", live_path="/health"),
             "resources": resources(cpu=cpu, memory=f"{memory_gib}Gi", gpu=placement, storage_gib=model_storage_gib),
-            "securityContext": container_security_context(),
+            "securityContext": container_security_context(read_only_root=None),
             "volumeMounts": [
                 {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True},
                 {"name": "cache", "mountPath": "/cache"},

@@ -58,13 +58,15 @@ from k8s_charts.mlops import (
     MLFLOW_POD_LABELS,
     MLFLOW_TRACKING_URI,
     add_object,
-    aws_env,
-    container_security_context,
-    k8s_object,
-    pod_security_context,
     resources,
 )
 from k8s_charts.mlops import NAMESPACE as MLOPS_NAMESPACE
+from k8s_charts.objects import (
+    api_object,
+    aws_env,
+    container_security_context,
+    pod_security_context,
+)
 from k8s_charts.secrets import external_secret
 from k8s_charts.tenancy import NetworkAllow, Peer, PolicyPort, network_policy
 
@@ -852,7 +854,7 @@ class TrainingChart(cdk8s.Chart):
             )
             self._add(f"{claim}-claim", efs_claim(name=claim, volume=volume))
         for account in (TRAINING_SERVICE_ACCOUNT, PIPELINE_SERVICE_ACCOUNT):
-            k8s_object(
+            api_object(
                 self,
                 f"{account}-service-account",
                 api_version="v1",
@@ -866,7 +868,7 @@ class TrainingChart(cdk8s.Chart):
         templates = {"pytorch-a100.json": pytorch_example(settings), "pipeline.json": pipeline_job(settings, a100)}
         if h100 is not None:
             templates["ray-tune-h100.json"] = ray_tune_example(settings, h100)
-        k8s_object(
+        api_object(
             self,
             "job-templates",
             api_version="v1",
@@ -880,7 +882,7 @@ class TrainingChart(cdk8s.Chart):
             },
             body={"data": {key: json.dumps(value, indent=2) for key, value in templates.items()}},
         )
-        k8s_object(
+        api_object(
             self,
             "scripts",
             api_version="v1",
@@ -900,7 +902,7 @@ class TrainingChart(cdk8s.Chart):
                 keys={"WANDB_API_KEY": None},
             )
         if pod_monitor:
-            k8s_object(
+            api_object(
                 self,
                 "ray-pod-monitor",
                 api_version="monitoring.coreos.com/v1",

@@ -24,7 +24,6 @@ from k8s_charts.inference import (
     NAMESPACE,
     Placement,
     ServerPod,
-    container_security_context,
     empty_dir,
     model_dir,
     model_server,
@@ -33,6 +32,9 @@ from k8s_charts.inference import (
     probes,
     prometheus_trigger,
     resources,
+)
+from k8s_charts.objects import (
+    container_security_context,
 )
 
 IMAGE: Final = "nvcr.io/nvidia/tritonserver"
@@ -120,7 +122,7 @@ class TritonChart(cdk8s.Chart):
                 port="http", startup_path="/v2/health/ready", ready_path="/v2/health/ready", live_path="/v2/health/live"
             ),
             "resources": resources(cpu=cpu, memory=f"{memory_gib}Gi", gpu=placement, storage_gib=model_storage_gib),
-            "securityContext": container_security_context(),
+            "securityContext": container_security_context(read_only_root=None),
             "volumeMounts": [
                 {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True},
                 {"name": "shm", "mountPath": "/dev/shm"},

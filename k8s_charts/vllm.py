@@ -44,7 +44,6 @@ from k8s_charts.inference import (
     api_object,
     cache_env,
     client_ingress,
-    container_security_context,
     deployment,
     empty_dir,
     mesh_access,
@@ -61,6 +60,9 @@ from k8s_charts.inference import (
     service,
 )
 from k8s_charts.inference import service_account as create_service_account
+from k8s_charts.objects import (
+    container_security_context,
+)
 from k8s_charts.tenancy import pdb
 
 IMAGE: Final = "vllm/vllm-openai"
@@ -358,7 +360,7 @@ def _pod(
             gpu=placement,
             storage_gib=model_storage_gib if model_source == "s3" else 0,
         ),
-        "securityContext": container_security_context(),
+        "securityContext": container_security_context(read_only_root=None),
         "volumeMounts": [
             {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True},
             {"name": "cache", "mountPath": "/cache"},

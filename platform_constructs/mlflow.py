@@ -31,13 +31,13 @@ from constructs import Construct
 from k8s_charts.mlops import (
     DATABASE_CLIENT_LABEL,
     DATABASE_SECRET,
-    MESH_POD_ANNOTATIONS,
     MLFLOW_CONTAINER_PORT,
     MLFLOW_RELEASE,
     MLFLOW_SERVICE_ACCOUNT,
     NAMESPACE,
     POSTGRES_PORT,
 )
+from k8s_charts.objects import MESH_POD_ANNOTATIONS
 from platform_constructs.helm_addon import HelmAddon, HelmChartRef
 from platform_constructs.pod_identity import PodIdentityRole
 
