@@ -121,3 +121,24 @@ def test_every_pod_role_is_scoped(assembly: CloudAssembly) -> None:
             managed = stack.resources[role_id]["Properties"].get("ManagedPolicyArns", [])
             assert "AdministratorAccess" not in str(managed), role_id
     assert problems == []
+
+
+def _images(node: object) -> list[str]:
+    """Return every ``image`` string in a manifest (containers, init containers, nested job templates)."""
+    if isinstance(node, dict):
+        found = [node["image"]] if isinstance(node.get("image"), str) else []
+        return found + [i for v in node.values() for i in _images(v)]
+    if isinstance(node, list):
+        return [i for v in node for i in _images(v)]
+    return []
+
+
+def test_every_container_image_is_pinned_by_tag(assembly: CloudAssembly) -> None:
+    images = {image for d in deployed_objects(assembly) for image in _images(d.obj)}
+    assert images, "expected container images in the deployed objects"
+    unpinned = sorted(
+        image
+        for image in images
+        if "@sha256:" not in image and (":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest"))
+    )
+    assert unpinned == [], f"images without an exact tag: {unpinned}"
